@@ -1,0 +1,68 @@
+"""The ``spotifai`` command: one subcommand per stage. Argument parsing only; the work is in the modules.
+
+Each subcommand is an ``_add_<name>(subparsers)`` function that declares its arguments and sets
+``func`` to a small runner that imports its module lazily (so ``spotifai --help`` does not import torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------------------ subcommands
+
+
+def _add_demo_corpus(sub) -> None:
+    p = sub.add_parser("demo-corpus", help="synthesize the built-in demo corpus (audio files + music DB) into DIR")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tracks", type=int, default=None, help="number of tracks (default: the full demo size)")
+    p.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a complete corpus")
+
+    def run(args) -> int:
+        from spotifai import demo_corpus
+
+        summary = demo_corpus.build_demo_corpus(args.directory, seed=args.seed, n_tracks=args.tracks, force=args.force)
+        _print_json(summary)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spotifai", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, add in sorted(globals().items()):
+        if name.startswith("_add_") and callable(add):
+            add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        # Bad input ends with one clear line naming the file and the problem, not a stack trace.
+        logging.getLogger("spotifai").debug("failed", exc_info=True)
+        print(f"spotifai {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
