@@ -4,4 +4,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/install.sh"
 cd "$ROOT"
-exec python -m spotifai.cli demo-corpus data/demo "$@"
+exec python -m spotifai.cli chain "$@"

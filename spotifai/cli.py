@@ -37,6 +37,39 @@ def _add_demo_corpus(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_chain(sub) -> None:
+    p = sub.add_parser("chain", help="run the notebook chain (notebooks/NN_*.ipynb) with papermill")
+    p.add_argument("--force", action="store_true", help="rebuild the corpus and retrain instead of reusing them")
+    p.add_argument("--output", type=Path, default=None, help="folder for the executed notebooks (default output/notebooks)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these notebooks, e.g. 03_loss_curves")
+    p.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="a notebook parameter (VALUE parsed as JSON when it parses, else a string); repeatable",
+    )
+
+    def run(args) -> int:
+        from spotifai import chain
+
+        params: dict = {"force": args.force}
+        for item in args.param:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--param {item!r}: expected NAME=VALUE")
+            try:
+                params[name] = json.loads(value)
+            except json.JSONDecodeError:
+                params[name] = value
+        kwargs = {"output_dir": args.output} if args.output else {}
+        runs = chain.run_chain(params, only=args.only, **kwargs)
+        total = sum(r.seconds for r in runs)
+        for r in runs:
+            print(f"{r.name:<20} {r.seconds:7.1f} s   {r.output}")
+        print(f"{'total':<20} {total:7.1f} s")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 

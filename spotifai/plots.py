@@ -1,0 +1,148 @@
+"""Every report figure, as a function that takes data and returns a matplotlib Figure.
+
+No function here computes a metric or reads a file: notebooks load the data through the package and pass
+it in, then save the returned figure with :func:`save_figure`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: papermill runs, CI, servers
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 130) -> Path:
+    """Write ``fig`` as PNG atomically (temp file + rename) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def dataset_overview(durations_s: Sequence[float], playlist_sizes: Sequence[int]) -> Figure:
+    """Histogram of track durations (seconds) beside the distribution of playlist sizes (tracks with audio)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.hist(np.asarray(durations_s, dtype=float), bins=30, color="#3b7dd8")
+    left.set_xlabel("track duration (s)")
+    left.set_ylabel("tracks")
+    left.set_title(f"{len(durations_s)} tracks with audio")
+    sizes = np.asarray(playlist_sizes, dtype=int)
+    bins = np.arange(0, (sizes.max() if sizes.size else 1) + 2) - 0.5
+    right.hist(sizes, bins=bins, color="#e07b39")
+    right.set_xlabel("tracks per playlist")
+    right.set_ylabel("playlists")
+    right.set_title(f"{len(sizes)} playlists")
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(history: pd.DataFrame, title: str | None = None) -> Figure:
+    """Training and validation loss against step.
+
+    ``history``: columns ``step``, ``split`` ("train" / "validation"), ``loss`` (as in history.csv).
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    styles = {"train": dict(color="#3b7dd8", lw=1.6), "validation": dict(color="#e07b39", lw=1.8, marker="o", ms=3)}
+    for split_name, rows in history.groupby("split"):
+        rows = rows.sort_values("step")
+        ax.plot(rows["step"], rows["loss"], label=f"{split_name} loss", **styles.get(split_name, {}))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("multi-positive Barlow Twins loss")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "Loss curves")
+    fig.tight_layout()
+    return fig
+
+
+def similarity_matrices(
+    features: np.ndarray, projections: np.ndarray, symbols: Sequence[str], vmin: float = -1.0
+) -> Figure:
+    """Cosine similarity matrices of the curated tracks: features beside projections, one shared colour bar.
+
+    ``features``: (n, model_dim), ``projections``: (n, projection_dim), any scale (rows are L2-normalized here).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
+    image = None
+    for ax, vectors, name in zip(axes, (features, projections), ("features", "projections"), strict=True):
+        v = np.asarray(vectors, dtype=np.float64)
+        v = v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-12, None)
+        sim = v @ v.T
+        image = ax.imshow(sim, vmin=vmin, vmax=1.0, cmap="viridis")
+        ax.set_xticks(range(len(symbols)), symbols)
+        ax.set_yticks(range(len(symbols)), symbols)
+        ax.set_title(f"cosine similarity of {name}")
+        for i in range(len(symbols)):
+            for j in range(len(symbols)):
+                ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if sim[i, j] < (vmin + 1) / 2 + 0.25 else "black")
+    fig.colorbar(image, ax=list(axes), shrink=0.85, label="cosine similarity")
+    return fig
+
+
+def retrieval_bars(
+    table: pd.DataFrame,
+    metrics: Sequence[str] = ("playlist_precision@10", "artist_precision@10", "genre_precision@10"),
+    method_column: str = "method",
+) -> Figure:
+    """Grouped bar chart: one group per metric, one bar per method (rows of ``table``)."""
+    methods = list(table[method_column])
+    metrics = [m for m in metrics if m in table.columns]
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    width = 0.8 / max(len(methods), 1)
+    x = np.arange(len(metrics))
+    for i, method in enumerate(methods):
+        values = table.loc[table[method_column] == method, metrics].to_numpy(dtype=float).ravel()
+        bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=method)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+    ax.set_xticks(x, [m.replace("_", " ") for m in metrics])
+    ax.set_ylabel("precision (held-out tracks)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, ncols=2)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title("Retrieval quality on held-out tracks")
+    fig.tight_layout()
+    return fig
+
+
+def embedding_map(
+    coords: np.ndarray, genres: Sequence[str], labels: Mapping[int, str] | None = None, title: str | None = None
+) -> Figure:
+    """2-D map of track vectors (e.g. UMAP of projections), coloured by genre.
+
+    ``coords``: (n, 2); ``genres``: n genre names; ``labels``: {row index: text} drawn next to those points.
+    """
+    coords = np.asarray(coords, dtype=float)
+    genres = np.asarray([g if g else "unknown" for g in genres])
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    cmap = plt.get_cmap("tab10" if len(set(genres)) <= 10 else "tab20")
+    for i, genre in enumerate(sorted(set(genres))):
+        mask = genres == genre
+        ax.scatter(coords[mask, 0], coords[mask, 1], s=14, alpha=0.8, color=cmap(i % cmap.N), label=genre)
+    for row, text in (labels or {}).items():
+        ax.scatter(coords[row, 0], coords[row, 1], s=70, facecolors="none", edgecolors="black", linewidths=1.2)
+        ax.annotate(text, coords[row], xytext=(4, 4), textcoords="offset points", fontsize=9, weight="bold")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8, markerscale=1.5, loc="best")
+    ax.set_title(title or "Track projections (UMAP), coloured by genre")
+    fig.tight_layout()
+    return fig
