@@ -70,6 +70,37 @@ def _add_chain(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="start the Song Recommender web demo (search, similar songs, playback)")
+    p.add_argument("--database", type=Path, required=True, help="the music DB")
+    p.add_argument("--experiment", type=Path, default=None, help="experiment folder (its index is EXP/chroma)")
+    p.add_argument("--index", type=Path, default=None, help="a ChromaDB folder (overrides EXP/chroma)")
+    p.add_argument("--chroma-host", default=None, help="use a Chroma server instead of a local index folder")
+    p.add_argument("--chroma-port", type=int, default=8001)
+    p.add_argument("--space", choices=["projections", "features"], default="projections")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+
+    def run(args) -> int:
+        from spotifai.app import serve
+
+        if args.experiment is None and args.index is None and args.chroma_host is None:
+            raise ValueError("give --experiment EXP (or --index DIR, or --chroma-host HOST)")
+        serve(
+            args.database,
+            args.experiment,
+            host=args.host,
+            port=args.port,
+            index_path=args.index,
+            chroma_host=args.chroma_host,
+            chroma_port=args.chroma_port if args.chroma_host else None,
+            space=args.space,
+        )
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 

@@ -1,0 +1,407 @@
+"""The Song Recommender web demo server: a small JSON API and one static page (FastAPI + uvicorn).
+
+API (every error is a JSON object ``{"detail": ...}``, never a stack trace):
+
+* ``GET /api/search?q=&limit=&offset=`` -> ``{query, limit, offset, results: [{id, title, artist, album,
+  duration, popularity, score}], next_offset}``; relevance order (``spotifai.search.search``). ``q`` at most
+  :data:`MAX_QUERY_CHARS` characters, ``limit`` in 1..:data:`MAX_LIMIT`, ``offset`` in 0..:data:`MAX_OFFSET`
+  (422 outside). ``next_offset`` is null on the last page.
+* ``GET /api/tracks/{id}`` -> track metadata (no file path); 404 for unknown or non-integer ids.
+* ``GET /api/tracks/{id}/similar?k=10`` -> ``{track_id, k, results: [{id, title, artist, album, similarity}]}``,
+  nearest stored vectors in the index (cosine similarity, the track itself excluded), ``k`` in 1..:data:`MAX_K`.
+  404 when the track is unknown or has no vector; 503 while the index is still opening or when it failed.
+* ``GET /api/tracks/{id}/audio`` -> the track's audio file, located through the DB by id only; HTTP Range
+  requests (206 / 416) are handled by Starlette's ``FileResponse``.
+* ``GET /api/health`` -> ``{status, index}``; ``index`` is ``loading``, ``ready`` or ``error: ...``.
+
+Start-up is fast: the DB is opened read-only (one connection per worker thread) and the ChromaDB client
+is opened in a background thread, so the server answers search requests while the index loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from spotifai import database
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 200
+MAX_LIMIT = 50
+MAX_OFFSET = 10_000
+MAX_K = 50
+INDEX_WAIT_S = 10.0  # how long a /similar request waits for an index that is still opening
+
+#: Media types by file suffix (lower case). Anything else is served as application/octet-stream.
+AUDIO_MEDIA_TYPES = {
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".opus": "audio/ogg; codecs=opus",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".mp4": "audio/mp4",
+    ".aac": "audio/aac",
+    ".webm": "audio/webm",
+}
+
+_STATIC_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self';"
+        b" connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    ),
+]
+
+
+# ------------------------------------------------------------------------------------- neighbour backends
+
+
+class Neighbours(Protocol):
+    """Nearest stored vectors of a stored track: ``similar(track_id, k) -> [(track_id, similarity)]``,
+    most similar first, the track itself excluded; raises ``KeyError`` when the track has no vector."""
+
+    def similar(self, track_id: int, k: int) -> list[tuple[int, float]]: ...
+
+
+class IndexNeighbours:
+    """Adapter over :mod:`spotifai.index` (ChromaDB): opens the index at ``location`` (an experiment folder,
+    whose index lives in ``chroma/``, or the chroma folder itself) or on a Chroma server (``host``/``port``)."""
+
+    def __init__(
+        self,
+        location: str | Path | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        space: str = "projections",
+    ) -> None:
+        from spotifai import index as index_module
+
+        self.space = space
+        if host is not None:
+            self._index = index_module.TrackIndex(host=host, port=port)
+        else:
+            if location is None:
+                raise ValueError("an index location (experiment folder or chroma folder) or a host is needed")
+            path = Path(location)
+            if (path / "chroma").is_dir():
+                path = path / "chroma"
+            if not path.is_dir():
+                raise FileNotFoundError(f"{path}: no ChromaDB index here (build it with `spotifai index`)")
+            self._index = index_module.TrackIndex(path=path)
+
+    def similar(self, track_id: int, k: int) -> list[tuple[int, float]]:
+        rows = self._index.recommend(int(track_id), k=k, space=self.space)
+        return [(int(r["track_id"]), float(r["similarity"])) for r in rows]
+
+
+# ------------------------------------------------------------------------------------------------ the app
+
+
+class _State:
+    """Per-app state: DB connections (one per thread) and the lazily opened neighbour backend."""
+
+    def __init__(self, db_path: Path, open_neighbours: Callable[[], Neighbours] | None) -> None:
+        self.db_path = db_path
+        self._local = threading.local()
+        self._open_neighbours = open_neighbours
+        self.neighbours: Neighbours | None = None
+        self.index_status = "loading" if open_neighbours else "error: no index configured"
+        self.index_ready = threading.Event()
+        self._loader: threading.Thread | None = None
+
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = database.connect(self.db_path, readonly=True)
+            self._local.conn = conn
+        return conn
+
+    def start_index(self) -> None:
+        if self._open_neighbours is None:
+            self.index_ready.set()
+            return
+        if self._loader is None:
+            self._loader = threading.Thread(target=self._load_index, name="spotifai-index", daemon=True)
+            self._loader.start()
+
+    def _load_index(self) -> None:
+        start = time.perf_counter()
+        try:
+            assert self._open_neighbours is not None
+            self.neighbours = self._open_neighbours()
+            self.index_status = "ready"
+            log.info("index ready in %.2f s", time.perf_counter() - start)
+        except Exception as exc:  # reported by /api/health and /similar, not fatal for search
+            log.error("could not open the index: %s", exc)
+            self.index_status = f"error: {exc}"
+        finally:
+            self.index_ready.set()
+
+
+def _parse_id(raw: str) -> int:
+    """A track id from the URL: a plain decimal integer, else 404 (not 422: such a resource does not exist)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise HTTPException(status_code=404, detail="track not found")
+    return int(raw)
+
+
+def _public_track(row: dict) -> dict[str, Any]:
+    has_audio = bool(row.get("audio_path")) and (row.get("duration") or 0) > 0
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "artist": row.get("artist"),
+        "album": row.get("album"),
+        "duration": row.get("duration"),
+        "popularity": row.get("popularity"),
+        "genre": row.get("genre"),
+        "has_audio": has_audio,
+        "audio_url": f"/api/tracks/{row['id']}/audio" if has_audio else None,
+    }
+
+
+def create_app(
+    database_path: str | Path,
+    experiment: str | Path | None = None,
+    *,
+    index_path: str | Path | None = None,
+    chroma_host: str | None = None,
+    chroma_port: int | None = None,
+    space: str = "projections",
+    neighbours: Neighbours | Callable[[], Neighbours] | None = None,
+) -> FastAPI:
+    """Build the demo app.
+
+    ``database_path``: the music DB (opened read-only; :class:`spotifai.database.DatabaseError` at once if it
+    is missing or unusable). The index: ``index_path`` (a chroma folder) or ``experiment`` (its ``chroma/``
+    folder), or a Chroma server at ``chroma_host``/``chroma_port``; ``space`` is ``"projections"`` or
+    ``"features"``. ``neighbours`` replaces all of these with a ready backend (or a zero-argument factory),
+    for tests. The index is opened in a background thread when the app starts.
+    """
+    db_path = Path(database_path)
+    database.connect(db_path, readonly=True).close()  # fail fast, naming the file
+
+    open_neighbours: Callable[[], Neighbours] | None
+    if neighbours is not None:
+        backend = neighbours
+        open_neighbours = (lambda: backend) if hasattr(backend, "similar") else backend  # type: ignore[assignment,return-value]
+    elif chroma_host is not None:
+        open_neighbours = lambda: IndexNeighbours(host=chroma_host, port=chroma_port, space=space)  # noqa: E731
+    elif index_path is not None or experiment is not None:
+        location = Path(index_path) if index_path is not None else Path(experiment)  # type: ignore[arg-type]
+        open_neighbours = lambda: IndexNeighbours(location, space=space)  # noqa: E731
+    else:
+        open_neighbours = None
+
+    state = _State(db_path, open_neighbours)
+    static = resources.files("spotifai.app").joinpath("static")
+    pages = {name: static.joinpath(name).read_bytes() for name in _STATIC_FILES}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.start_index()
+        yield
+
+    app = FastAPI(title="spotifai Song Recommender", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.spotifai = state
+
+    # --------------------------------------------------------------------------------- error handling
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path"))
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("error while answering %s", request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    # ------------------------------------------------------------------------------------------- page
+
+    def _page(name: str) -> Response:
+        return Response(pages[name], media_type=_STATIC_FILES[name], headers={"cache-control": "no-cache"})
+
+    @app.get("/", include_in_schema=False)
+    def index_page() -> Response:
+        return _page("index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static_file(name: str) -> Response:
+        if name not in pages:
+            raise HTTPException(status_code=404, detail="not found")
+        return _page(name)
+
+    # -------------------------------------------------------------------------------------------- API
+
+    @app.get("/api/health")
+    def health() -> dict:
+        return {"status": "ok", "index": state.index_status}
+
+    @app.get("/api/search")
+    def search_tracks(
+        q: Annotated[str, Query(max_length=MAX_QUERY_CHARS)] = "",
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    ) -> dict:
+        from spotifai.search import search
+
+        query = q.strip()
+        rows = search(state.conn(), query, limit=limit + 1, offset=offset) if query else []
+        more = len(rows) > limit
+        results = [
+            {
+                "id": r["id"],
+                "title": r["title"],
+                "artist": r.get("artist"),
+                "album": r.get("album"),
+                "duration": r.get("duration"),
+                "popularity": r.get("popularity"),
+                "score": r.get("score"),
+            }
+            for r in rows[:limit]
+        ]
+        return {
+            "query": query,
+            "limit": limit,
+            "offset": offset,
+            "results": results,
+            "next_offset": offset + limit if more and offset + limit <= MAX_OFFSET else None,
+        }
+
+    @app.get("/api/tracks/{track_id}")
+    def get_track(track_id: str) -> dict:
+        row = database.track(state.conn(), _parse_id(track_id))
+        if row is None:
+            raise HTTPException(status_code=404, detail="track not found")
+        return _public_track(row)
+
+    @app.get("/api/tracks/{track_id}/similar")
+    def similar_tracks(track_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> dict:
+        tid = _parse_id(track_id)
+        conn = state.conn()
+        if database.track(conn, tid) is None:
+            raise HTTPException(status_code=404, detail="track not found")
+        if not state.index_ready.wait(INDEX_WAIT_S):
+            raise HTTPException(status_code=503, detail="the index is still opening", headers={"retry-after": "2"})
+        if state.neighbours is None:
+            raise HTTPException(status_code=503, detail=f"no index available ({state.index_status})")
+        try:
+            pairs = state.neighbours.similar(tid, k)
+        except KeyError:
+            raise HTTPException(status_code=404, detail="this track has no vector in the index") from None
+        by_id = {t["id"]: t for t in database.tracks(conn, [t for t, _ in pairs])}
+        results = [
+            {
+                "id": t,
+                "title": by_id[t]["title"],
+                "artist": by_id[t]["artist"],
+                "album": by_id[t]["album"],
+                "similarity": round(s, 4),
+                "has_audio": bool(by_id[t]["audio_path"]) and (by_id[t]["duration"] or 0) > 0,
+            }
+            for t, s in pairs
+            if t in by_id and t != tid
+        ][:k]
+        return {"track_id": tid, "k": k, "results": results}
+
+    @app.api_route("/api/tracks/{track_id}/audio", methods=["GET", "HEAD"])
+    def track_audio(track_id: str) -> Response:
+        row = database.track(state.conn(), _parse_id(track_id))
+        if row is None:
+            raise HTTPException(status_code=404, detail="track not found")
+        audio_path = row.get("audio_path")
+        if not audio_path or not Path(audio_path).is_file():
+            raise HTTPException(status_code=404, detail="no audio for this track")
+        path = Path(audio_path)
+        media_type = AUDIO_MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        return FileResponse(path, media_type=media_type, headers={"cache-control": "private, max-age=3600"})
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
+    def api_not_found(rest: str) -> Response:
+        raise HTTPException(status_code=404, detail="not found")
+
+    # ---------------------------------------------------------------------- security headers (pure ASGI)
+
+    app.add_middleware(_HeadersMiddleware)
+    return app
+
+
+class _HeadersMiddleware:
+    """Adds the security headers (CSP, nosniff, ...) to every HTTP response. Pure ASGI (cheap)."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message) -> None:  # type: ignore[no-untyped-def]
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = list(message.get("headers", [])) + _SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def serve(
+    database_path: str | Path,
+    experiment: str | Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    index_path: str | Path | None = None,
+    chroma_host: str | None = None,
+    chroma_port: int | None = None,
+    space: str = "projections",
+    log_level: str = "info",
+) -> None:
+    """Run the demo with uvicorn until interrupted (see :func:`create_app` for the arguments)."""
+    import uvicorn
+
+    start = time.perf_counter()
+    app = create_app(
+        database_path,
+        experiment,
+        index_path=index_path,
+        chroma_host=chroma_host,
+        chroma_port=chroma_port,
+        space=space,
+    )
+    log.info("app built in %.2f s; open http://%s:%d/", time.perf_counter() - start, host, port)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
