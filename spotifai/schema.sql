@@ -47,23 +47,46 @@ CREATE TABLE IF NOT EXISTS playlist_tracks (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS playlist_tracks_track ON playlist_tracks(track_id);
 
--- Full-text search over title / artist / album, rowid = track id. Trigram tokenizer: substring matches and
--- typo tolerance (see spotifai/search.py for the query side). Kept in sync with tracks by triggers.
-CREATE VIRTUAL TABLE IF NOT EXISTS tracks_fts USING fts5(title, artist, album, tokenize = 'trigram');
+-- Full-text search over title / artist / album (spotifai/search.py explains the design). Word tokens
+-- (unicode61, case and diacritics folded), external content: the FTS index stores no copy of the text, it reads
+-- it from the view track_text. rowid = track id. Kept in sync with tracks by triggers (artist names and album
+-- titles never change: artists and albums are identified by them). track_search_vocab lists the indexed words
+-- (the vocabulary the typo-tolerant search corrects query words against).
+CREATE VIEW IF NOT EXISTS track_text AS
+    SELECT t.id AS id, t.title AS title, ar.name AS artist, al.title AS album
+    FROM tracks t LEFT JOIN artists ar ON ar.id = t.artist_id LEFT JOIN albums al ON al.id = t.album_id;
+CREATE VIRTUAL TABLE IF NOT EXISTS track_search USING fts5(
+    title, artist, album, content = 'track_text', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE IF NOT EXISTS track_search_vocab USING fts5vocab(track_search, 'row');
 
-CREATE TRIGGER IF NOT EXISTS tracks_fts_insert AFTER INSERT ON tracks BEGIN
-    INSERT INTO tracks_fts(rowid, title, artist, album) VALUES (
+CREATE TRIGGER IF NOT EXISTS track_search_insert AFTER INSERT ON tracks BEGIN
+    INSERT INTO track_search(rowid, title, artist, album) VALUES (
         new.id, new.title,
         (SELECT name FROM artists WHERE id = new.artist_id),
         (SELECT title FROM albums WHERE id = new.album_id));
 END;
-CREATE TRIGGER IF NOT EXISTS tracks_fts_update AFTER UPDATE OF title, artist_id, album_id ON tracks BEGIN
-    DELETE FROM tracks_fts WHERE rowid = old.id;
-    INSERT INTO tracks_fts(rowid, title, artist, album) VALUES (
+CREATE TRIGGER IF NOT EXISTS track_search_update AFTER UPDATE OF title, artist_id, album_id ON tracks BEGIN
+    INSERT INTO track_search(track_search, rowid, title, artist, album) VALUES (
+        'delete', old.id, old.title,
+        (SELECT name FROM artists WHERE id = old.artist_id),
+        (SELECT title FROM albums WHERE id = old.album_id));
+    INSERT INTO track_search(rowid, title, artist, album) VALUES (
         new.id, new.title,
         (SELECT name FROM artists WHERE id = new.artist_id),
         (SELECT title FROM albums WHERE id = new.album_id));
 END;
-CREATE TRIGGER IF NOT EXISTS tracks_fts_delete AFTER DELETE ON tracks BEGIN
-    DELETE FROM tracks_fts WHERE rowid = old.id;
+CREATE TRIGGER IF NOT EXISTS track_search_delete AFTER DELETE ON tracks BEGIN
+    INSERT INTO track_search(track_search, rowid, title, artist, album) VALUES (
+        'delete', old.id, old.title,
+        (SELECT name FROM artists WHERE id = old.artist_id),
+        (SELECT title FROM albums WHERE id = old.album_id));
 END;
+
+-- Databases made before this index existed had a trigram table 'tracks_fts': build the new index from the
+-- tracks once, then drop the old one.
+INSERT INTO track_search(track_search)
+    SELECT 'rebuild' WHERE EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'tracks_fts');
+DROP TRIGGER IF EXISTS tracks_fts_insert;
+DROP TRIGGER IF EXISTS tracks_fts_update;
+DROP TRIGGER IF EXISTS tracks_fts_delete;
+DROP TABLE IF EXISTS tracks_fts;
