@@ -1,0 +1,561 @@
+"""Full-song track vectors (features and projections) from a trained checkpoint.
+
+A track's vector is the mean of its L2-normalized patch vectors over the whole song, L2-normalized again:
+
+    v(track) = normalize( mean_i normalize(f(patch_i)) )
+
+with all patches of the song, or ``max_patches_per_track`` evenly spaced ones for long songs. This is done
+twice, for the encoder's **features** (``model_dim``) and the projector's **projections**
+(``projection_dim``). Cosine similarity of two track vectors is then their dot product.
+
+Batching: patches of several tracks are packed into one forward pass of exactly ``batch_size`` patches
+(a long track may span several passes); per-track sums are accumulated with ``index_add`` and a track is
+finished when all its patches went through. Decoding runs in a ``DataLoader`` (optionally with worker
+processes) so it overlaps the model. Everything runs under ``torch.inference_mode`` with the model in
+eval mode (the projector has BatchNorm), on any device.
+
+Incremental: ``experiments/<name>/embeddings.npz`` stores the track ids, the vectors and the checkpoint's
+identity; a re-run embeds only the tracks missing for the same checkpoint, and everything again when the
+checkpoint changed. Unreadable tracks (:class:`spotifai.audio.AudioError`) are skipped and counted with
+their reasons (and tried again next run). The file is written atomically (temp file + rename), also
+periodically during long runs so an interrupted run keeps its progress.
+
+Baselines for :mod:`spotifai.evaluate` live here too because they are "embeddings" computed by the same
+code: :func:`random_encoder` (same architecture, fixed seed, no training) and
+:func:`logmel_stats_vectors` (per-track mean and standard deviation of log-mel bands).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from spotifai import database
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS_FILE = "embeddings.npz"
+
+
+# --------------------------------------------------------------------------------------------- storage
+
+
+@dataclass
+class Embeddings:
+    """Track vectors of one experiment.
+
+    ``track_ids`` int64 (N,); ``features`` float32 (N, model_dim); ``projections`` float32
+    (N, projection_dim), rows L2-normalized; ``checkpoint_id`` the identity of the checkpoint that made them.
+    """
+
+    track_ids: np.ndarray
+    features: np.ndarray
+    projections: np.ndarray
+    checkpoint_id: str
+    step: int = -1
+
+    def __len__(self) -> int:
+        return int(self.track_ids.shape[0])
+
+    def vectors(self, space: str) -> np.ndarray:
+        """The (N, dim) matrix of ``space`` ("features" or "projections")."""
+        if space not in ("features", "projections"):
+            raise ValueError(f"unknown embedding space {space!r} (expected 'features' or 'projections')")
+        return self.features if space == "features" else self.projections
+
+    def subset(self, track_ids: Sequence[int]) -> Embeddings:
+        """The rows of ``track_ids`` (in that order; ids not embedded are left out)."""
+        pos = {int(t): i for i, t in enumerate(self.track_ids)}
+        rows = np.array([pos[int(t)] for t in track_ids if int(t) in pos], dtype=np.int64)
+        return Embeddings(
+            self.track_ids[rows], self.features[rows], self.projections[rows], self.checkpoint_id, self.step
+        )
+
+
+def embeddings_path(experiment_path: str | Path) -> Path:
+    return Path(experiment_path) / EMBEDDINGS_FILE
+
+
+def load_embeddings(experiment_path: str | Path) -> Embeddings:
+    """Read ``experiments/<name>/embeddings.npz``; FileNotFoundError naming the file when missing."""
+    path = embeddings_path(experiment_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no embeddings (run `spotifai embed {Path(experiment_path)}` first)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return Embeddings(
+                track_ids=z["track_ids"].astype(np.int64),
+                features=z["features"].astype(np.float32),
+                projections=z["projections"].astype(np.float32),
+                checkpoint_id=str(z["checkpoint_id"]),
+                step=int(z["step"]) if "step" in z else -1,
+            )
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: not a valid embeddings file ({exc})") from exc
+
+
+def save_embeddings(experiment_path: str | Path, emb: Embeddings) -> Path:
+    """Write ``emb`` to ``experiments/<name>/embeddings.npz`` atomically."""
+    path = embeddings_path(experiment_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".embeddings.", suffix=".npz.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(
+                fh,
+                track_ids=np.asarray(emb.track_ids, dtype=np.int64),
+                features=np.asarray(emb.features, dtype=np.float32),
+                projections=np.asarray(emb.projections, dtype=np.float32),
+                checkpoint_id=np.array(emb.checkpoint_id),
+                step=np.array(emb.step, dtype=np.int64),
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------------------------- decoding
+
+
+def select_patches(n_patches: int, max_patches: int | None) -> np.ndarray:
+    """Indices of the patches used for a track of ``n_patches``: all, or ``max_patches`` evenly spaced ones
+    (first and last included)."""
+    if max_patches is None or max_patches <= 0 or n_patches <= max_patches:
+        return np.arange(n_patches)
+    return np.unique(np.linspace(0, n_patches - 1, max_patches).round().astype(np.int64))
+
+
+class _TrackPatches(torch.utils.data.Dataset):
+    """Item i = (track_id, patches (n, n_mels, patch_frames) or None, error reason or None)."""
+
+    def __init__(self, items: Sequence[tuple[int, str]], audio_config, max_patches: int | None):
+        self.items = list(items)
+        self.audio_config = audio_config
+        self.max_patches = max_patches
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        from spotifai.audio import AudioError, track_patches
+
+        track_id, path = self.items[i]
+        try:
+            if not path:
+                raise AudioError(path, "no audio file recorded for this track")
+            patches = track_patches(path, self.audio_config)
+            keep = select_patches(int(patches.shape[0]), self.max_patches)
+            if len(keep) < patches.shape[0]:
+                patches = patches[torch.from_numpy(keep)]
+            return track_id, patches.contiguous(), None
+        except AudioError as exc:
+            return track_id, None, str(exc.reason)
+        except (OSError, RuntimeError) as exc:  # a decoder error the audio module did not wrap
+            return track_id, None, f"{type(exc).__name__}: {exc}"
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _decoded(items, audio_config, max_patches, num_workers) -> Iterator[tuple[int, torch.Tensor | None, str | None]]:
+    dataset = _TrackPatches(items, audio_config, max_patches)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+        prefetch_factor=4 if num_workers > 0 else None,
+        persistent_workers=False,
+    )
+    yield from loader
+
+
+# ---------------------------------------------------------------------------------------------- embedding
+
+
+@dataclass
+class EmbedResult:
+    """Output of :func:`embed_tracks`: rows in input order of the tracks that worked."""
+
+    track_ids: np.ndarray
+    features: np.ndarray
+    projections: np.ndarray
+    failures: list[dict] = field(default_factory=list)
+    seconds_decoding: float = 0.0
+    seconds_model: float = 0.0
+
+
+def embed_tracks(
+    encoder: torch.nn.Module,
+    items: Sequence[tuple[int, str]],
+    audio_config,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    max_patches_per_track: int | None = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+    on_chunk=None,
+    chunk_tracks: int = 1000,
+) -> EmbedResult:
+    """Full-song vectors of ``items`` = [(track_id, audio_path)] with ``encoder`` (an AudioEncoder).
+
+    ``batch_size``: patches per forward pass (patches of several tracks are packed together).
+    ``on_chunk(partial EmbedResult)`` is called every ``chunk_tracks`` finished tracks (used to save
+    progress). Returns features (N, model_dim) and projections (N, projection_dim), float32, L2-normalized
+    rows, for the N tracks that could be read; the others are in ``failures`` as dicts (track_id, path,
+    reason). ``seconds_decoding`` is the time the main process waited for decoded tracks.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    encoder = encoder.to(device).eval()
+    paths = {int(t): p for t, p in items}
+
+    done_ids: list[int] = []
+    done_f: list[np.ndarray] = []
+    done_p: list[np.ndarray] = []
+    failures: list[dict] = []
+    # Pending patches not yet through the model: list of (track_id, tensor (n, n_mels, frames)).
+    queue: list[tuple[int, torch.Tensor]] = []
+    queued = 0
+    remaining: dict[int, int] = {}  # track id -> patches not yet through the model
+    sums: dict[int, list[torch.Tensor]] = {}  # track id -> [feature sum, projection sum]
+    order: list[int] = []  # tracks waiting to be finished, in input order
+    t_decode = t_model = 0.0
+    since_chunk = 0
+
+    def forward(n: int) -> None:
+        nonlocal queued, t_model
+        t0 = time.perf_counter()
+        parts: list[torch.Tensor] = []
+        owners: list[int] = []
+        counts: list[int] = []
+        while n > 0 and queue:
+            tid, patches = queue[0]
+            take = min(n, patches.shape[0])
+            parts.append(patches[:take])
+            owners.append(tid)
+            counts.append(take)
+            if take == patches.shape[0]:
+                queue.pop(0)
+            else:
+                queue[0] = (tid, patches[take:])
+            n -= take
+        x = torch.cat(parts).to(device, non_blocking=True)
+        queued -= x.shape[0]
+        feats, projs = encoder(x, output="both")
+        feats = F.normalize(feats.float(), dim=-1)
+        projs = F.normalize(projs.float(), dim=-1)
+        seg = torch.repeat_interleave(torch.arange(len(owners), device=device), torch.tensor(counts, device=device))
+        f_sum = torch.zeros(len(owners), feats.shape[1], device=device).index_add_(0, seg, feats)
+        p_sum = torch.zeros(len(owners), projs.shape[1], device=device).index_add_(0, seg, projs)
+        for j, tid in enumerate(owners):
+            acc = sums.get(tid)
+            if acc is None:
+                sums[tid] = [f_sum[j], p_sum[j]]
+            else:
+                acc[0] = acc[0] + f_sum[j]
+                acc[1] = acc[1] + p_sum[j]
+            remaining[tid] -= counts[j]
+        t_model += time.perf_counter() - t0
+
+    def finish_ready() -> None:
+        nonlocal since_chunk
+        ready = [t for t in order if remaining[t] == 0]
+        if not ready:
+            return
+        f = torch.stack([sums[t][0] for t in ready])
+        p = torch.stack([sums[t][1] for t in ready])
+        # mean of unit vectors, then unit length: the division by the count cancels in the normalization
+        done_f.append(F.normalize(f, dim=-1).cpu().numpy())
+        done_p.append(F.normalize(p, dim=-1).cpu().numpy())
+        done_ids.extend(ready)
+        for t in ready:
+            del sums[t], remaining[t]
+        ready_set = set(ready)
+        order[:] = [t for t in order if t not in ready_set]
+        since_chunk += len(ready)
+        if on_chunk is not None and since_chunk >= chunk_tracks:
+            since_chunk = 0
+            on_chunk(_result())
+
+    def _result() -> EmbedResult:
+        dim_f = done_f[0].shape[1] if done_f else 0
+        dim_p = done_p[0].shape[1] if done_p else 0
+        return EmbedResult(
+            track_ids=np.asarray(done_ids, dtype=np.int64),
+            features=np.concatenate(done_f).astype(np.float32) if done_f else np.zeros((0, dim_f), np.float32),
+            projections=np.concatenate(done_p).astype(np.float32) if done_p else np.zeros((0, dim_p), np.float32),
+            failures=list(failures),
+            seconds_decoding=t_decode,
+            seconds_model=t_model,
+        )
+
+    bar = tqdm(total=len(items), desc="embedding", unit="track", disable=not progress)
+    with torch.inference_mode():
+        it = _decoded(items, audio_config, max_patches_per_track, num_workers)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                tid, patches, reason = next(it)
+            except StopIteration:
+                break
+            t_decode += time.perf_counter() - t0
+            bar.update(1)
+            tid = int(tid)
+            if patches is None or patches.shape[0] == 0:
+                reason = reason or "no patches"
+                log.warning("skipping track %d (%s): %s", tid, paths.get(tid), reason)
+                failures.append({"track_id": tid, "path": paths.get(tid), "reason": reason})
+                continue
+            queue.append((tid, patches))
+            queued += patches.shape[0]
+            remaining[tid] = int(patches.shape[0])
+            order.append(tid)
+            while queued >= batch_size:
+                forward(batch_size)
+                finish_ready()
+        while queued > 0:
+            forward(min(batch_size, queued))
+        finish_ready()
+    bar.close()
+    result = _result()
+    # keep input order (tracks finish in input order already; this makes it explicit)
+    rank = {int(t): i for i, (t, _) in enumerate(items)}
+    perm = np.argsort([rank[int(t)] for t in result.track_ids], kind="stable")
+    result.track_ids, result.features, result.projections = (
+        result.track_ids[perm],
+        result.features[perm],
+        result.projections[perm],
+    )
+    return result
+
+
+def random_encoder(model_config: dict, seed: int = 0) -> torch.nn.Module:
+    """The baseline encoder: the experiment's architecture with random weights (``seed``), eval mode."""
+    from spotifai.model import AudioEncoder, EncoderConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AudioEncoder(EncoderConfig.from_dict(dict(model_config)))
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------ experiments
+
+
+def _resolve(experiment_path: Path, p: str | Path) -> Path:
+    p = Path(p)
+    return p if p.is_absolute() else (experiment_path / p)
+
+
+def database_path(experiment_path: str | Path, config: dict) -> Path:
+    """The music DB of an experiment (``data.database``, relative to the experiment folder)."""
+    try:
+        db = config["data"]["database"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{Path(experiment_path) / 'config.json'}: missing data.database") from exc
+    return _resolve(Path(experiment_path), db)
+
+
+def audio_items(conn: sqlite3.Connection, track_ids: Sequence[int] | None = None) -> list[tuple[int, str]]:
+    """[(track_id, audio_path)] of tracks with audio (all of them, or those of ``track_ids``)."""
+    rows = database.tracks(conn, track_ids, with_audio=True)
+    return [(int(r["id"]), r["audio_path"]) for r in rows]
+
+
+def default_num_workers(device: str | torch.device) -> int:
+    """Decoding workers: one per spare core, at most 4 (0 when the machine has a single core)."""
+    cores = os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
+
+
+def embed_experiment(
+    experiment_path: str | Path,
+    device: str = "cpu",
+    batch_size: int = 64,
+    max_patches_per_track: int | None = 64,
+    force: bool = False,
+    *,
+    checkpoint: str = "latest",
+    num_workers: int | None = None,
+    progress: bool = True,
+    save_every: int = 1000,
+) -> dict:
+    """Embed every track with audio of the experiment's DB into ``experiments/<name>/embeddings.npz``.
+
+    Incremental (see module docstring); ``force`` re-embeds everything. Returns a summary: embedded (this
+    run), skipped (already done with this checkpoint), failed (count) and failures (track_id, path, reason),
+    total (rows in the file), checkpoint_id, step, seconds, seconds_decoding, seconds_model, path.
+    """
+    from spotifai.train import load_encoder
+
+    experiment_path = Path(experiment_path)
+    t_start = time.perf_counter()
+    encoder, info = load_encoder(experiment_path, checkpoint=checkpoint, device=device)
+    encoder.eval()
+    checkpoint_id = str(info["checkpoint_id"])
+    step = int(info.get("step", -1))
+    conn = database.connect(database_path(experiment_path, info["config"]), create=False, readonly=True)
+    try:
+        items = audio_items(conn)
+    finally:
+        conn.close()
+    wanted = {t for t, _ in items}
+
+    old: Embeddings | None = None
+    if not force and embeddings_path(experiment_path).is_file():
+        try:
+            old = load_embeddings(experiment_path)
+        except ValueError as exc:
+            log.warning("%s; re-embedding everything", exc)
+        if old is not None and old.checkpoint_id != checkpoint_id:
+            log.info("checkpoint changed (%s -> %s): re-embedding every track", old.checkpoint_id, checkpoint_id)
+            old = None
+    if old is not None:
+        keep = np.isin(old.track_ids, np.fromiter(wanted, dtype=np.int64, count=len(wanted)))
+        old = Embeddings(old.track_ids[keep], old.features[keep], old.projections[keep], old.checkpoint_id, step)
+    have = set(old.track_ids.tolist()) if old is not None else set()
+    todo = [(t, p) for t, p in items if t not in have]
+    log.info("%d tracks with audio: %d already embedded, %d to embed", len(items), len(have), len(todo))
+
+    def merged(res: EmbedResult) -> Embeddings:
+        if old is None or len(old) == 0:
+            return Embeddings(res.track_ids, res.features, res.projections, checkpoint_id, step)
+        if len(res.track_ids) == 0:
+            return old
+        ids = np.concatenate([old.track_ids, res.track_ids])
+        order = np.argsort(ids, kind="stable")
+        return Embeddings(
+            ids[order],
+            np.concatenate([old.features, res.features])[order],
+            np.concatenate([old.projections, res.projections])[order],
+            checkpoint_id,
+            step,
+        )
+
+    if num_workers is None:
+        num_workers = default_num_workers(device)
+    res = embed_tracks(
+        encoder,
+        todo,
+        info["audio"],
+        device=device,
+        batch_size=batch_size,
+        max_patches_per_track=max_patches_per_track,
+        num_workers=min(num_workers, max(0, len(todo) - 1)),
+        progress=progress,
+        on_chunk=lambda partial: save_embeddings(experiment_path, merged(partial)),
+        chunk_tracks=save_every,
+    )
+    final = merged(res)
+    save_embeddings(experiment_path, final)
+    if res.failures:
+        reasons: dict[str, int] = {}
+        for f in res.failures:
+            reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+        log.warning("%d tracks could not be embedded: %s", len(res.failures), reasons)
+    return {
+        "embedded": int(len(res.track_ids)),
+        "skipped": len(have),
+        "failed": len(res.failures),
+        "failures": res.failures,
+        "total": len(final),
+        "checkpoint_id": checkpoint_id,
+        "step": step,
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "seconds_decoding": round(res.seconds_decoding, 3),
+        "seconds_model": round(res.seconds_model, 3),
+        "path": str(embeddings_path(experiment_path)),
+    }
+
+
+# ------------------------------------------------------------------------------------------- baselines
+
+
+class _TrackLogMelStats(torch.utils.data.Dataset):
+    def __init__(self, items: Sequence[tuple[int, str]], n_mels: int):
+        self.items = list(items)
+        self.n_mels = n_mels
+        self._mel = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        from spotifai.audio import AudioError, LogMel, load_audio
+
+        if self._mel is None:
+            self._mel = LogMel(self.n_mels)
+        track_id, path = self.items[i]
+        try:
+            if not path:
+                raise AudioError(path, "no audio file recorded for this track")
+            with torch.inference_mode():
+                mel = self._mel(load_audio(path))  # (n_mels, frames)
+            if mel.shape[-1] < 2:
+                raise AudioError(path, "too short for log-mel statistics")
+            return track_id, torch.cat([mel.mean(dim=-1), mel.std(dim=-1)]).float(), None
+        except AudioError as exc:
+            return track_id, None, str(exc.reason)
+        except (OSError, RuntimeError) as exc:
+            return track_id, None, f"{type(exc).__name__}: {exc}"
+
+
+def logmel_stats_vectors(
+    db: sqlite3.Connection | str | Path,
+    track_ids: Sequence[int],
+    audio_config,
+    *,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> np.ndarray:
+    """Baseline track vectors: per-track mean and standard deviation of each log-mel band over the whole song.
+
+    ``db``: an open music DB connection or its path. Returns float32 (N, 2 * n_mels) in the order of
+    ``track_ids`` (means first, then standard deviations), not normalized; rows of tracks that cannot be
+    read (or are unknown / without audio) are NaN and logged.
+    """
+    conn = db if isinstance(db, sqlite3.Connection) else database.connect(db, create=False, readonly=True)
+    try:
+        paths = {t: p for t, p in audio_items(conn, track_ids)}
+    finally:
+        if conn is not db:
+            conn.close()
+    n_mels = int(audio_config.n_mels)
+    out = np.full((len(track_ids), 2 * n_mels), np.nan, dtype=np.float32)
+    items = [(int(t), paths.get(int(t), "")) for t in track_ids]
+    loader = torch.utils.data.DataLoader(
+        _TrackLogMelStats(items, n_mels),
+        batch_size=None,
+        num_workers=num_workers,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+    )
+    failed = 0
+    for row, (tid, vec, reason) in enumerate(
+        tqdm(loader, total=len(items), desc="log-mel stats", unit="track", disable=not progress)
+    ):
+        if vec is None:
+            failed += 1
+            log.warning("log-mel baseline: skipping track %s: %s", tid, reason)
+        else:
+            out[row] = vec.numpy()
+    if failed:
+        log.warning("log-mel baseline: %d of %d tracks unreadable", failed, len(items))
+    return out

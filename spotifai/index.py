@@ -1,0 +1,404 @@
+"""ChromaDB collections of track vectors: build, upsert, query, recommend.
+
+Two collections per experiment, ``<prefix>-features`` and ``<prefix>-projections`` (prefix = ``spotifai-``
++ the experiment folder's name by default), cosine space, ids = ``str(track_id)``, metadata = title,
+artist, album, duration and genre where known (Chroma rejects ``None`` values, so unknown fields are left
+out). Embeddings are always passed explicitly and ``embedding_function=None``: Chroma's default embedding
+function downloads a model, which must never happen here.
+
+Client: an embedded :class:`chromadb.PersistentClient` at ``experiments/<name>/chroma/`` by default, or a
+:class:`chromadb.HttpClient` against a Chroma server (``chroma run --path DIR --host H --port P``) when a host
+is given: how several users share one index, or an index outgrows one process.
+
+HNSW settings favour recall. Chroma's defaults (ef_search 100, ef_construction 100, max_neighbors 16)
+gave a recall@10 of only 0.61 against exact search on 10k random 256-d vectors; :data:`DEFAULT_HNSW`
+(ef_search 200, ef_construction 200, max_neighbors 32) gave 0.955. They are set through the collection
+``configuration`` (chromadb >= 1.0) and can be overridden per build; ``ef_search`` can be changed on an
+existing collection, the others require ``rebuild``.
+
+Builds are idempotent and resumable: the collection's metadata records the checkpoint the vectors come
+from and a ``complete`` flag that is set to false first and to true last. A build upserts only the track
+ids not yet in the collection (in batches below the client's maximum batch size) and deletes ids no
+longer embedded, so re-running an interrupted build completes it, and re-running a finished one is a
+no-op. A different checkpoint (or ``rebuild=True``) recreates the collections.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from spotifai import database
+from spotifai.embed import Embeddings, database_path, load_embeddings
+
+log = logging.getLogger(__name__)
+
+SPACES = ("features", "projections")
+DEFAULT_HNSW: dict[str, Any] = {"space": "cosine", "ef_search": 200, "ef_construction": 200, "max_neighbors": 32}
+# Keys of DEFAULT_HNSW that are fixed when a collection is created (changing them needs a rebuild).
+_FIXED_HNSW_KEYS = ("space", "ef_construction", "max_neighbors")
+_MUTABLE_HNSW_KEYS = ("ef_search", "num_threads", "batch_size", "sync_threshold", "resize_factor")
+_METADATA_FIELDS = ("title", "artist", "album", "duration", "genre")
+
+
+def _collection_prefix(name: str) -> str:
+    """A Chroma-valid name prefix: [a-zA-Z0-9._-], starting with an alphanumeric character."""
+    clean = re.sub(r"[^a-zA-Z0-9._-]+", "-", name).strip("-._") or "default"
+    return f"spotifai-{clean}"[:400]
+
+
+def track_metadata(row: dict) -> dict[str, str | int | float]:
+    """Chroma metadata of a track (a :func:`spotifai.database.track` dict); None / empty values left out."""
+    out: dict[str, str | int | float] = {"track_id": int(row["id"])}
+    for key in _METADATA_FIELDS:
+        value = row.get(key)
+        if value is None or value == "":
+            continue
+        out[key] = float(value) if key == "duration" else str(value)
+    return out
+
+
+class TrackIndex:
+    """The two track collections of one experiment in one Chroma instance.
+
+    ``path``: folder of an embedded PersistentClient; or ``host`` (+ ``port``, default 8000) of a Chroma
+    server. ``collection_prefix``: collections are named ``<prefix>-features`` / ``<prefix>-projections``.
+    ``hnsw``: overrides of :data:`DEFAULT_HNSW` (keys of chromadb's HNSW configuration).
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        collection_prefix: str = "spotifai-default",
+        hnsw: dict[str, Any] | None = None,
+        ssl: bool = False,
+    ) -> None:
+        import chromadb
+        from chromadb.config import Settings
+
+        if (path is None) == (host is None):
+            raise ValueError("TrackIndex needs exactly one of path (embedded Chroma) or host (Chroma server)")
+        self.path = Path(path) if path is not None else None
+        self.host, self.port = host, int(port or 8000)
+        self.collection_prefix = collection_prefix
+        self.hnsw = {**DEFAULT_HNSW, **(hnsw or {})}
+        settings = Settings(anonymized_telemetry=False)
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.client = chromadb.PersistentClient(path=str(self.path), settings=settings)
+        else:
+            try:
+                self.client = chromadb.HttpClient(host=host, port=self.port, ssl=ssl, settings=settings)
+            except Exception as exc:  # chromadb raises plain ValueError/ConnectionError variants here
+                raise RuntimeError(f"cannot reach the Chroma server at {host}:{self.port} ({exc})") from exc
+
+    def __repr__(self) -> str:
+        where = str(self.path) if self.path is not None else f"http://{self.host}:{self.port}"
+        return f"TrackIndex({where}, prefix={self.collection_prefix!r})"
+
+    # ------------------------------------------------------------------------------------- collections
+
+    def collection_name(self, space: str) -> str:
+        if space not in SPACES:
+            raise ValueError(f"unknown embedding space {space!r} (expected one of {SPACES})")
+        return f"{self.collection_prefix}-{space}"
+
+    def _get(self, space: str):
+        """The collection of ``space``, or None when it does not exist."""
+        name = self.collection_name(space)
+        try:
+            return self.client.get_collection(name, embedding_function=None)
+        except Exception as exc:  # NotFoundError / ValueError depending on the client
+            if "does not exist" in str(exc) or "not found" in str(exc).lower():
+                return None
+            raise
+
+    def _collection(self, space: str):
+        col = self._get(space)
+        if col is None:
+            where = self.path if self.path is not None else f"{self.host}:{self.port}"
+            raise FileNotFoundError(
+                f"{where}: no collection {self.collection_name(space)!r} (build it with `spotifai index`)"
+            )
+        return col
+
+    def _create(self, space: str, metadata: dict):
+        return self.client.create_collection(
+            self.collection_name(space),
+            configuration={"hnsw": dict(self.hnsw)},
+            metadata=metadata,
+            embedding_function=None,
+        )
+
+    def is_complete(self, space: str = "projections") -> bool:
+        col = self._get(space)
+        return bool(col is not None and (col.metadata or {}).get("complete"))
+
+    def info(self) -> dict:
+        """Per space: exists, count, complete, checkpoint_id, hnsw configuration."""
+        out: dict[str, Any] = {"client": repr(self)}
+        for space in SPACES:
+            col = self._get(space)
+            if col is None:
+                out[space] = {"exists": False}
+                continue
+            meta = col.metadata or {}
+            out[space] = {
+                "exists": True,
+                "name": col.name,
+                "count": col.count(),
+                "complete": bool(meta.get("complete")),
+                "checkpoint_id": meta.get("checkpoint_id"),
+                "hnsw": (col.configuration or {}).get("hnsw"),
+            }
+        return out
+
+    # -------------------------------------------------------------------------------------------- build
+
+    def _existing_ids(self, col, page: int) -> set[str]:
+        ids: set[str] = set()
+        offset = 0
+        while True:
+            got = col.get(include=[], limit=page, offset=offset)["ids"]
+            ids.update(got)
+            if len(got) < page:
+                return ids
+            offset += page
+
+    def _hnsw_conflict(self, col) -> list[str]:
+        have = (col.configuration or {}).get("hnsw") or {}
+        return [k for k in _FIXED_HNSW_KEYS if k in self.hnsw and have.get(k) != self.hnsw[k]]
+
+    def build_space(
+        self,
+        space: str,
+        track_ids: np.ndarray,
+        vectors: np.ndarray,
+        metadatas: Sequence[dict],
+        *,
+        checkpoint_id: str,
+        rebuild: bool = False,
+        batch_size: int | None = None,
+        progress: bool = True,
+    ) -> dict:
+        """Make the ``space`` collection hold exactly ``track_ids`` -> ``vectors`` (N, dim) with ``metadatas``.
+
+        Returns added, deleted, count, recreated, seconds.
+        """
+        t0 = time.perf_counter()
+        track_ids = np.asarray(track_ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != track_ids.shape[0] or len(metadatas) != len(track_ids):
+            raise ValueError(
+                f"build_space: {len(track_ids)} ids, vectors {vectors.shape}, {len(metadatas)} metadatas do not match"
+            )
+        max_batch = int(self.client.get_max_batch_size())
+        batch = max(1, min(batch_size or 5000, max_batch - 1 if max_batch > 1 else 1))
+        col = self._get(space)
+        recreated = False
+        if col is not None:
+            meta = col.metadata or {}
+            reasons = []
+            if rebuild:
+                reasons.append("rebuild requested")
+            if meta.get("checkpoint_id") != checkpoint_id:
+                reasons.append(f"checkpoint {meta.get('checkpoint_id')} -> {checkpoint_id}")
+            if meta.get("dim") not in (None, vectors.shape[1]):
+                reasons.append(f"dimension {meta.get('dim')} -> {vectors.shape[1]}")
+            conflicts = self._hnsw_conflict(col)
+            if conflicts:
+                reasons.append(f"HNSW settings {conflicts} changed")
+            if reasons:
+                log.info("recreating %s: %s", col.name, "; ".join(reasons))
+                self.client.delete_collection(col.name)
+                col = None
+        meta = {"complete": False, "checkpoint_id": checkpoint_id, "dim": int(vectors.shape[1]), "space": space}
+        if col is None:
+            col = self._create(space, meta)
+            recreated = True
+        else:
+            col.modify(metadata=meta)
+            have_search = ((col.configuration or {}).get("hnsw") or {}).get("ef_search")
+            update = {k: self.hnsw[k] for k in _MUTABLE_HNSW_KEYS if k in self.hnsw}
+            if update and have_search != update.get("ef_search", have_search):
+                col.modify(configuration={"hnsw": update})
+
+        existing = set() if recreated else self._existing_ids(col, page=max(batch, 1000))
+        str_ids = [str(int(t)) for t in track_ids]
+        wanted = set(str_ids)
+        todo = [i for i, s in enumerate(str_ids) if s not in existing]
+        stale = sorted(existing - wanted)
+        for start in range(0, len(stale), batch):
+            col.delete(ids=stale[start : start + batch])
+        bar = tqdm(total=len(todo), desc=f"indexing {space}", unit="vec", disable=not progress)
+        for start in range(0, len(todo), batch):
+            rows = todo[start : start + batch]
+            col.upsert(
+                ids=[str_ids[i] for i in rows],
+                embeddings=vectors[rows],
+                metadatas=[metadatas[i] for i in rows],
+            )
+            bar.update(len(rows))
+        bar.close()
+        count = col.count()
+        if count != len(wanted):
+            raise RuntimeError(f"{col.name}: holds {count} vectors after the build, expected {len(wanted)}")
+        col.modify(metadata={**meta, "complete": True, "count": int(count)})
+        return {
+            "collection": col.name,
+            "added": len(todo),
+            "deleted": len(stale),
+            "count": int(count),
+            "recreated": recreated,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+
+    def build(
+        self,
+        embeddings: Embeddings,
+        metadata: dict[int, dict],
+        *,
+        rebuild: bool = False,
+        batch_size: int | None = None,
+        progress: bool = True,
+    ) -> dict:
+        """Index ``embeddings`` (both spaces); ``metadata`` = {track_id: chroma metadata}."""
+        metas = [metadata.get(int(t), {"track_id": int(t)}) for t in embeddings.track_ids]
+        return {
+            space: self.build_space(
+                space,
+                embeddings.track_ids,
+                embeddings.vectors(space),
+                metas,
+                checkpoint_id=embeddings.checkpoint_id,
+                rebuild=rebuild,
+                batch_size=batch_size,
+                progress=progress,
+            )
+            for space in SPACES
+        }
+
+    # -------------------------------------------------------------------------------------------- query
+
+    def query(
+        self, vectors: np.ndarray, k: int = 10, space: str = "projections", *, where: dict | None = None
+    ) -> list[list[dict]]:
+        """Approximate nearest neighbours of each row of ``vectors`` (Q, dim): Q lists of up to ``k`` dicts
+        (track_id, similarity = 1 - cosine distance, and the stored metadata), most similar first."""
+        col = self._collection(space)
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        n = col.count()
+        if n == 0 or k <= 0:
+            return [[] for _ in range(len(vectors))]
+        res = col.query(
+            query_embeddings=vectors, n_results=min(k, n), where=where, include=["distances", "metadatas"]
+        )
+        out: list[list[dict]] = []
+        for ids, dists, metas in zip(res["ids"], res["distances"], res["metadatas"], strict=True):
+            out.append(
+                [
+                    {**(m or {}), "track_id": int(i), "similarity": float(1.0 - d)}
+                    for i, d, m in zip(ids, dists, metas, strict=True)
+                ]
+            )
+        return out
+
+    def vectors(self, track_ids: Sequence[int], space: str = "projections") -> dict[int, np.ndarray]:
+        """Stored vectors by track id ({id: (dim,) float32}); ids not in the index are left out."""
+        col = self._collection(space)
+        if len(track_ids) == 0:
+            return {}
+        got = col.get(ids=[str(int(t)) for t in track_ids], include=["embeddings"])
+        return {int(i): np.asarray(e, dtype=np.float32) for i, e in zip(got["ids"], got["embeddings"], strict=True)}
+
+    def vector(self, track_id: int, space: str = "projections") -> np.ndarray | None:
+        """The stored (dim,) vector of ``track_id``, or None when it is not indexed."""
+        return self.vectors([track_id], space).get(int(track_id))
+
+    def recommend(self, track_id: int, k: int = 10, space: str = "projections") -> list[dict]:
+        """The ``k`` tracks most similar to ``track_id`` (itself excluded): dicts with track_id,
+        similarity (1 - cosine distance), title, artist, album, duration, genre (where known).
+        KeyError when the track is not indexed."""
+        vec = self.vector(track_id, space)
+        if vec is None:
+            raise KeyError(f"track {track_id} is not in the index {self.collection_name(space)!r}")
+        hits = self.query(vec[None], k + 1, space)[0]
+        return [h for h in hits if h["track_id"] != int(track_id)][:k]
+
+
+# ------------------------------------------------------------------------------------------ experiments
+
+
+def open_index(
+    experiment_path: str | Path,
+    *,
+    path: str | Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    hnsw: dict[str, Any] | None = None,
+) -> TrackIndex:
+    """The TrackIndex of an experiment: embedded at ``path`` (default ``experiments/<name>/chroma``) or on the
+    Chroma server ``host:port``; collections prefixed with the experiment's name."""
+    experiment_path = Path(experiment_path)
+    prefix = _collection_prefix(experiment_path.resolve().name)
+    if host:
+        return TrackIndex(host=host, port=port, collection_prefix=prefix, hnsw=hnsw)
+    return TrackIndex(path=Path(path) if path else experiment_path / "chroma", collection_prefix=prefix, hnsw=hnsw)
+
+
+def _experiment_config(experiment_path: Path) -> dict:
+    from spotifai.train import load_config
+
+    return load_config(experiment_path)
+
+
+def build_index(
+    experiment_path: str | Path,
+    *,
+    path: str | Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    rebuild: bool = False,
+    hnsw: dict[str, Any] | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Index the experiment's ``embeddings.npz`` (run ``spotifai embed`` first) with track metadata from its
+    music DB. Returns {features: {...}, projections: {...}, client, checkpoint_id}."""
+    experiment_path = Path(experiment_path)
+    emb = load_embeddings(experiment_path)
+    conn = database.connect(database_path(experiment_path, _experiment_config(experiment_path)), create=False)
+    try:
+        rows = database.tracks(conn, emb.track_ids.tolist())
+    finally:
+        conn.close()
+    metadata = {int(r["id"]): track_metadata(r) for r in rows}
+    index = open_index(experiment_path, path=path, host=host, port=port, hnsw=hnsw)
+    summary = index.build(emb, metadata, rebuild=rebuild, batch_size=batch_size, progress=progress)
+    summary["client"] = repr(index)
+    summary["checkpoint_id"] = emb.checkpoint_id
+    return summary
+
+
+def recommend(
+    experiment_path: str | Path,
+    track_id: int,
+    k: int = 10,
+    space: str = "projections",
+    *,
+    path: str | Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> list[dict]:
+    """:meth:`TrackIndex.recommend` on the experiment's index (no model is loaded)."""
+    return open_index(experiment_path, path=path, host=host, port=port).recommend(track_id, k=k, space=space)
