@@ -1,0 +1,161 @@
+"""The Whisper-inspired audio encoder (patch -> **features**) and the projector (features -> **projections**).
+
+Shapes (B = batch, M = n_mels, T = frames of 10 ms, D = model_dim, P = projection_dim)::
+
+    mel (B, M, T)
+      -> Conv1d(M -> D, k=3, pad 1) + GELU                  (B, D, T)
+      -> Conv1d(D -> D, k=3, stride 2, pad 1) + GELU        (B, D, T' = ceil(T / 2))
+      -> transpose + sinusoidal positions                   (B, T', D)
+      -> n_layers x pre-norm transformer block              (B, T', D)
+           x = x + Attn(LN(x))   (multi-head, scaled_dot_product_attention, batch-first)
+           x = x + MLP(LN(x))    (Linear D -> ff_dim, GELU, Linear ff_dim -> D)
+      -> LayerNorm, mean over time                          (B, D)        = features
+      -> Linear(D -> P), BatchNorm1d(P), ReLU, Linear(P -> P) (B, P)      = projections
+
+Nothing is tied to T: the sinusoidal table is computed for any length (``n_frames`` only sizes the cached table)
+and pooling is a mean, so a model trained on 5 s patches embeds longer windows unchanged.  The projector has
+BatchNorm: call ``.eval()`` for inference (features do not depend on the mode).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_OUTPUTS = ("both", "features", "projections")
+
+
+@dataclass
+class EncoderConfig:
+    """Encoder hyper-parameters (plain data; round-trips through JSON via to_dict/from_dict)."""
+
+    n_mels: int = 80
+    n_frames: int = 1024
+    model_dim: int = 256
+    projection_dim: int = 512
+    n_layers: int = 8
+    n_heads: int = 8
+    ff_dim: int | None = None  # None -> 4 * model_dim
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_mels", "n_frames", "model_dim", "projection_dim", "n_layers", "n_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"EncoderConfig.{name} must be a positive int, got {value!r}")
+        if self.ff_dim is not None and (
+            isinstance(self.ff_dim, bool) or not isinstance(self.ff_dim, int) or self.ff_dim <= 0
+        ):
+            raise ValueError(f"EncoderConfig.ff_dim must be a positive int or None, got {self.ff_dim!r}")
+        if self.model_dim % self.n_heads:
+            raise ValueError(
+                f"EncoderConfig.n_heads ({self.n_heads}) must divide model_dim ({self.model_dim})"
+            )
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"EncoderConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def feedforward_dim(self) -> int:
+        return self.ff_dim if self.ff_dim is not None else 4 * self.model_dim
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EncoderConfig:
+        known = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise ValueError(f"unknown EncoderConfig key {key!r} (known: {sorted(known)})")
+        return cls(**d)
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
+    """Whisper's sinusoidal position table, (length, channels): [sin | cos] halves (odd channels get a zero)."""
+    half = channels // 2
+    inv = torch.exp(-math.log(max_timescale) / max(half - 1, 1) * torch.arange(half, dtype=torch.float32))
+    t = torch.arange(length, dtype=torch.float32)[:, None] * inv[None, :]
+    table = torch.cat([torch.sin(t), torch.cos(t)], dim=1)
+    if channels % 2:
+        table = F.pad(table, (0, 1))
+    return table
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block on (B, T, D)."""
+
+    def __init__(self, dim: int, heads: int, ff_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.ln1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, ff_dim), nn.GELU(), nn.Linear(ff_dim, dim), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        h = self.heads
+        qkv = self.qkv(self.ln1(x)).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)  # (3, B, H, T, d_h)
+        a = F.scaled_dot_product_attention(
+            qkv[0], qkv[1], qkv[2], dropout_p=self.dropout if self.training else 0.0
+        )
+        a = a.transpose(1, 2).reshape(b, t, d)
+        x = x + F.dropout(self.out(a), self.dropout, self.training)
+        return x + self.mlp(self.ln2(x))
+
+
+class AudioEncoder(nn.Module):
+    """Whisper-style encoder + projector.  ``forward(mel (B, n_mels, T), output="both")`` ->
+    ``(features (B, model_dim), projections (B, projection_dim))``; ``output="features"``/``"projections"``
+    returns just that tensor (``"features"`` skips the projector)."""
+
+    def __init__(self, config: EncoderConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or EncoderConfig()
+        d = config.model_dim
+        self.conv1 = nn.Conv1d(config.n_mels, d, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positions", sinusoids((config.n_frames + 1) // 2, d), persistent=False)
+        self.blocks = nn.ModuleList(
+            Block(d, config.n_heads, config.feedforward_dim, config.dropout) for _ in range(config.n_layers)
+        )
+        self.ln_post = nn.LayerNorm(d)
+        p = config.projection_dim
+        self.projector = nn.Sequential(
+            nn.Linear(d, p), nn.BatchNorm1d(p), nn.ReLU(inplace=True), nn.Linear(p, p)
+        )
+
+    def _positions(self, length: int, like: torch.Tensor) -> torch.Tensor:
+        if length > self.positions.shape[0]:
+            return sinusoids(length, self.config.model_dim).to(device=like.device, dtype=like.dtype)
+        return self.positions[:length].to(like.dtype)
+
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) -> (B, model_dim) features."""
+        if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
+            raise ValueError(f"expected mel of shape (B, {self.config.n_mels}, T), got {tuple(mel.shape)}")
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x)).transpose(1, 2)  # (B, T', D)
+        x = x + self._positions(x.shape[1], x)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_post(x).mean(dim=1)
+
+    def forward(self, mel: torch.Tensor, output: str = "both"):
+        if output not in _OUTPUTS:
+            raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
+        features = self.features(mel)
+        if output == "features":
+            return features
+        projections = self.projector(features)
+        if output == "projections":
+            return projections
+        return features, projections
