@@ -73,10 +73,10 @@ def _add_chain(sub) -> None:
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="start the Song Recommender web demo (search, similar songs, playback)")
     p.add_argument("--database", type=Path, required=True, help="the music DB")
-    p.add_argument("--experiment", type=Path, default=None, help="experiment folder (its index is EXP/chroma)")
-    p.add_argument("--index", type=Path, default=None, help="a ChromaDB folder (overrides EXP/chroma)")
+    p.add_argument("--experiment", type=Path, required=True, help="experiment folder (its index is EXP/chroma)")
+    p.add_argument("--index", type=Path, default=None, help="the ChromaDB folder, if not EXP/chroma")
     p.add_argument("--chroma-host", default=None, help="use a Chroma server instead of a local index folder")
-    p.add_argument("--chroma-port", type=int, default=8001)
+    p.add_argument("--chroma-port", type=int, default=None, help="the Chroma server's port (default 8000)")
     p.add_argument("--space", choices=["projections", "features"], default="projections")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -84,8 +84,6 @@ def _add_serve(sub) -> None:
     def run(args) -> int:
         from spotifai.app import serve
 
-        if args.experiment is None and args.index is None and args.chroma_host is None:
-            raise ValueError("give --experiment EXP (or --index DIR, or --chroma-host HOST)")
         serve(
             args.database,
             args.experiment,

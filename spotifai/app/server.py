@@ -88,13 +88,17 @@ class Neighbours(Protocol):
 
 
 class IndexNeighbours:
-    """Adapter over :mod:`spotifai.index` (ChromaDB): opens the index at ``location`` (an experiment folder,
-    whose index lives in ``chroma/``, or the chroma folder itself) or on a Chroma server (``host``/``port``)."""
+    """Adapter over :mod:`spotifai.index` (ChromaDB, vectors only: no model is loaded).
+
+    ``experiment``: the experiment folder (it names the collections; the index is ``EXP/chroma`` unless
+    ``index_path`` is given) ; ``host``/``port``: a Chroma server instead of a local folder.
+    """
 
     def __init__(
         self,
-        location: str | Path | None = None,
+        experiment: str | Path,
         *,
+        index_path: str | Path | None = None,
         host: str | None = None,
         port: int | None = None,
         space: str = "projections",
@@ -102,17 +106,12 @@ class IndexNeighbours:
         from spotifai import index as index_module
 
         self.space = space
-        if host is not None:
-            self._index = index_module.TrackIndex(host=host, port=port)
-        else:
-            if location is None:
-                raise ValueError("an index location (experiment folder or chroma folder) or a host is needed")
-            path = Path(location)
-            if (path / "chroma").is_dir():
-                path = path / "chroma"
-            if not path.is_dir():
-                raise FileNotFoundError(f"{path}: no ChromaDB index here (build it with `spotifai index`)")
-            self._index = index_module.TrackIndex(path=path)
+        if host is None:
+            folder = Path(index_path) if index_path is not None else Path(experiment) / "chroma"
+            if not folder.is_dir():  # TrackIndex would create an empty one
+                raise FileNotFoundError(f"{folder}: no ChromaDB index here (build it with `spotifai index`)")
+        self._index = index_module.open_index(experiment, path=index_path, host=host, port=port)
+        self._index.vector(-1, space)  # FileNotFoundError naming the collection when it was never built
 
     def similar(self, track_id: int, k: int) -> list[tuple[int, float]]:
         rows = self._index.recommend(int(track_id), k=k, space=self.space)
@@ -140,6 +139,24 @@ class _State:
             conn = database.connect(self.db_path, readonly=True)
             self._local.conn = conn
         return conn
+
+    def warm_up_search(self) -> None:
+        """Run one search in the background so its per-database caches (the vocabulary) are built before
+        the first user query; errors are left for the real request to report."""
+
+        def run() -> None:
+            try:
+                from spotifai.search import search
+
+                conn = database.connect(self.db_path, readonly=True)
+                try:
+                    search(conn, "warm up", limit=1)
+                finally:
+                    conn.close()
+            except Exception as exc:  # pragma: no cover - reported by the first real search
+                log.warning("search warm-up failed: %s", exc)
+
+        threading.Thread(target=run, name="spotifai-search-warmup", daemon=True).start()
 
     def start_index(self) -> None:
         if self._open_neighbours is None:
@@ -198,8 +215,8 @@ def create_app(
     """Build the demo app.
 
     ``database_path``: the music DB (opened read-only; :class:`spotifai.database.DatabaseError` at once if it
-    is missing or unusable). The index: ``index_path`` (a chroma folder) or ``experiment`` (its ``chroma/``
-    folder), or a Chroma server at ``chroma_host``/``chroma_port``; ``space`` is ``"projections"`` or
+    is missing or unusable). The index: the ``experiment``'s (it names the collections), in ``EXP/chroma``,
+    or in the folder ``index_path``, or on a Chroma server at ``chroma_host``/``chroma_port``; ``space`` is ``"projections"`` or
     ``"features"``. ``neighbours`` replaces all of these with a ready backend (or a zero-argument factory),
     for tests. The index is opened in a background thread when the app starts.
     """
@@ -210,11 +227,10 @@ def create_app(
     if neighbours is not None:
         backend = neighbours
         open_neighbours = (lambda: backend) if hasattr(backend, "similar") else backend  # type: ignore[assignment,return-value]
-    elif chroma_host is not None:
-        open_neighbours = lambda: IndexNeighbours(host=chroma_host, port=chroma_port, space=space)  # noqa: E731
-    elif index_path is not None or experiment is not None:
-        location = Path(index_path) if index_path is not None else Path(experiment)  # type: ignore[arg-type]
-        open_neighbours = lambda: IndexNeighbours(location, space=space)  # noqa: E731
+    elif experiment is not None:
+        open_neighbours = lambda: IndexNeighbours(  # noqa: E731
+            experiment, index_path=index_path, host=chroma_host, port=chroma_port, space=space
+        )
     else:
         open_neighbours = None
 
@@ -225,6 +241,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state.start_index()
+        state.warm_up_search()
         yield
 
     app = FastAPI(title="spotifai Song Recommender", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)

@@ -1,5 +1,5 @@
 // spotifai Song Recommender: search as you type, pick a song, listen to the most similar songs.
-// Every text from the server is inserted with textContent (never innerHTML), so titles can't inject markup.
+// Every text from the server is inserted with textContent (never parsed as HTML), so titles cannot inject markup.
 "use strict";
 
 const PAGE_SIZE = 20;
