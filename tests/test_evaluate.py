@@ -1,0 +1,98 @@
+"""Retrieval metrics against hand-computed values, and the experiment evaluation end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from spotifai import evaluate as ev
+
+# one query, five candidates: scores and relevance
+SCORES = np.array([[0.9, 0.1, 0.8, 0.3, 0.5]])
+RELEVANT = np.array([[True, False, False, True, True]])
+
+
+def test_ranked_relevance_orders_by_score():
+    ranked = ev.ranked_relevance(SCORES, RELEVANT)
+    # order: c0 (0.9) c2 (0.8) c4 (0.5) c3 (0.3) c1 (0.1)
+    assert ranked.tolist() == [[True, False, True, True, False]]
+
+
+def test_precision_recall_ap_by_hand():
+    ranked = ev.ranked_relevance(SCORES, RELEVANT)
+    assert ev.precision_at_k(ranked, 1)[0] == 1.0
+    assert ev.precision_at_k(ranked, 2)[0] == 0.5
+    assert ev.precision_at_k(ranked, 3)[0] == pytest.approx(2 / 3)
+    assert ev.recall_at_k(ranked, np.array([3]), 2)[0] == pytest.approx(1 / 3)
+    assert ev.recall_at_k(ranked, np.array([3]), 4)[0] == 1.0
+    # AP = (1/1 + 2/3 + 3/4) / 3
+    assert ev.average_precision(ranked)[0] == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
+
+
+def test_exclusion_removes_the_candidate():
+    exclude = np.array([[True, False, False, False, False]])
+    ranked = ev.ranked_relevance(SCORES, RELEVANT, exclude)
+    assert ranked.tolist() == [[False, True, True, False, False]]
+    assert ev.average_precision(ranked)[0] == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_no_relevant_gives_nan():
+    ranked = np.zeros((1, 4), dtype=bool)
+    assert math.isnan(ev.recall_at_k(ranked, np.array([0]), 2)[0])
+    assert math.isnan(ev.average_precision(ranked)[0])
+
+
+def test_ties_break_by_corpus_index():
+    ranked = ev.ranked_relevance(np.array([[0.5, 0.5, 0.5]]), np.array([[False, True, False]]))
+    assert ranked.tolist() == [[False, True, False]]
+
+
+def test_label_and_set_relevance():
+    rel = ev.label_relevance(["x", None], ["x", "y", None, "x"])
+    assert rel.tolist() == [[True, False, False, True], [False, False, False, False]]
+    rel = ev.set_relevance([{1, 2}, set()], [{2}, {3}, {1, 3}, set()])
+    assert rel.tolist() == [[True, False, True, False], [False, False, False, False]]
+
+
+def test_retrieval_metrics_tiny_example():
+    # query 0 = (1, 0) is corpus row 0 (itself, excluded); query 1 = (0, 1) is corpus row 2
+    corpus = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+    queries = corpus[[0, 2]]
+    exclude = np.zeros((2, 4), dtype=bool)
+    exclude[0, 0] = exclude[1, 2] = True
+    # cosines for q0: 1, 0.8, 0, -1 -> ranking (self excluded): c1, c2, c3
+    # cosines for q1: 0, 0.6, 1, 0 -> ranking: c1, c0, c3 (tie c0/c3 -> lower index first)
+    playlist = np.array([[False, False, True, True], [False, False, False, False]])  # q1: none relevant
+    artist = np.array([[True, True, False, False], [True, False, True, False]])  # includes self: excluded
+    m = ev.retrieval_metrics(queries, corpus, {"playlist": playlist, "artist": artist}, exclude=exclude, ks=(1, 2))
+    assert m["playlist_queries"] == 1  # q1 has no relevant candidate: left out
+    assert m["playlist_precision@1"] == 0.0
+    assert m["playlist_precision@2"] == 0.5
+    assert m["playlist_recall@2"] == 0.5
+    assert m["playlist_map"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # artist: q0 -> c1 relevant at rank 1; q1 -> c0 relevant at rank 2
+    assert m["artist_queries"] == 2
+    assert m["artist_precision@1"] == pytest.approx((1.0 + 0.0) / 2)
+    assert m["artist_precision@2"] == pytest.approx((0.5 + 0.5) / 2)
+    assert "artist_map" not in m
+
+
+def test_evaluation_table_shape():
+    results = {
+        "methods": {
+            "trained-projections": {
+                "heldout": {"playlist_precision@5": 0.5, "playlist_queries": 3, "candidates": 9},
+                "catalogue": {"playlist_precision@5": 0.4, "playlist_queries": 3, "candidates": 99},
+            },
+            "logmel-stats": {"heldout": {"playlist_precision@5": 0.2, "playlist_queries": 3, "candidates": 9}},
+        }
+    }
+    df = ev.evaluation_table(results)
+    assert list(df.columns[:2]) == ["method", "scope"]
+    assert len(df) == 3
+    row = df[(df.method == "trained-projections") & (df.scope == "catalogue")].iloc[0]
+    assert row["playlist_precision@5"] == 0.4
+    json.dumps(results)  # plain data
