@@ -1,0 +1,123 @@
+"""A tiny corpus for the retrieval tests: a few seconds of audio per track, artists with their own sound,
+playlists by genre, one corrupt file and one missing file; plus a tiny experiment folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from spotifai import database
+
+SR = 16000
+GENRES = ("drone", "pulse")
+TINY_AUDIO = {"n_mels": 16, "patch_frames": 64, "max_time_padding": 0.25}
+TINY_MODEL = {
+    "n_mels": 16,
+    "n_frames": 64,
+    "model_dim": 32,
+    "projection_dim": 24,
+    "n_layers": 1,
+    "n_heads": 2,
+    "ff_dim": 64,
+    "dropout": 0.0,
+}
+
+
+@dataclass
+class Corpus:
+    db: Path
+    track_ids: list[int] = field(default_factory=list)  # readable tracks
+    corrupt_id: int = -1
+    missing_id: int = -1
+
+
+def _tone(rng: np.random.Generator, base: float, pulse: bool, seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    x = sum(np.sin(2 * np.pi * base * h * t + rng.uniform(0, 6)) / h for h in (1, 2, 3))
+    if pulse:
+        x = x * (0.5 + 0.5 * np.sign(np.sin(2 * np.pi * 4 * t)))
+    return (0.3 * x / 3 + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def build_corpus(root: Path, n_tracks: int = 16, seed: int = 0) -> Corpus:
+    """``n_tracks`` readable tracks (1.5 to 3.5 s) by 4 artists in 2 genres, 4 playlists, + 2 bad tracks."""
+    rng = np.random.default_rng(seed)
+    audio = root / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    corpus = Corpus(db=root / "music.db")
+    conn = database.connect(corpus.db)
+    with conn:
+        for i in range(n_tracks):
+            artist = i % 4
+            genre = GENRES[artist % 2]
+            seconds = float(rng.uniform(1.5, 3.5))
+            path = audio / f"track{i:02d}.wav"
+            sf.write(path, _tone(rng, 110.0 * (1 + artist), genre == "pulse", seconds), SR)
+            tid = database.upsert_track(
+                conn,
+                uri=f"test:{i}",
+                title=f"Song {i:02d}",
+                artist=f"Artist {artist}",
+                album=f"Album {artist}",
+                audio_path=str(path),
+                duration=seconds,
+                genre=genre,
+            )
+            corpus.track_ids.append(tid)
+        bad = audio / "corrupt.wav"
+        bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEgarbage" * 10)
+        corpus.corrupt_id = database.upsert_track(
+            conn, uri="test:corrupt", title="Corrupt", artist="Artist 0", audio_path=str(bad), duration=2.0
+        )
+        corpus.missing_id = database.upsert_track(
+            conn, uri="test:missing", title="Missing", audio_path=str(audio / "gone.wav"), duration=2.0
+        )
+        ids = corpus.track_ids
+        for p in range(4):  # playlists: by genre, and two mixed ones
+            members = [t for j, t in enumerate(ids) if (j % 4) % 2 == p % 2][p // 2 :: 2] + [ids[p]]
+            database.upsert_playlist(conn, f"test:pl{p}", f"Playlist {p}", members)
+    conn.close()
+    return corpus
+
+
+def tiny_config(db: Path, seed: int = 0) -> dict:
+    """An experiment config with the tiny model / audio settings (the sections other stages read)."""
+    return {
+        "model": dict(TINY_MODEL),
+        "data": {
+            "database": str(db),
+            "seed": seed,
+            "validation_fraction": 0.0,
+            "heldout_track_fraction": 0.5,
+            "audio": dict(TINY_AUDIO),
+        },
+    }
+
+
+def write_checkpoint(experiment: Path, db: Path, *, weights_seed: int = 0, step: int = 1) -> Path:
+    """A checkpoint in the training stage's format (model state dict, step, full config) at
+    ``experiment/checkpoints/latest.pt``, with ``config.json`` next to it."""
+    import json
+
+    import torch
+
+    from spotifai.model import AudioEncoder, EncoderConfig
+
+    experiment.mkdir(parents=True, exist_ok=True)
+    config = tiny_config(db)
+    (experiment / "config.json").write_text(json.dumps(config, indent=2))
+    torch.manual_seed(weights_seed)
+    model = AudioEncoder(EncoderConfig.from_dict(config["model"]))
+    (experiment / "checkpoints").mkdir(exist_ok=True)
+    path = experiment / "checkpoints" / "latest.pt"
+    torch.save({"model": model.state_dict(), "step": step, "config": config}, path)
+    return path
+
+
+def train_tiny_experiment(experiment: Path, db: Path, *, weights_seed: int = 0, step: int = 1) -> Path:
+    """An experiment folder with a checkpoint of the tiny model; returns the folder."""
+    write_checkpoint(experiment, db, weights_seed=weights_seed, step=step)
+    return experiment
