@@ -1,0 +1,980 @@
+"""The training loop: experiment config, mixed precision, checkpoints, resume, history, validation, DDP.
+
+An experiment is a folder ``experiments/<name>/``::
+
+    config.json              the validated config (sections model, optimizer, training, data, progress)
+    history.csv              step,split,loss  (split = train | validation)
+    checkpoints/latest.pt    the newest checkpoint (every progress.save_period steps and at the end)
+    checkpoints/step_NNNNNNN.pt  kept checkpoints (every progress.checkpoint_period steps and at the end)
+    cache/                   the log-mel patch cache (data.cache_dir, when data.patch_cache is on)
+
+Relative paths in config.json (data.database, data.cache_dir) resolve against the experiment folder.
+
+Config keys (see :func:`default_config`; every key is required, unknown keys are errors):
+
+* ``model``: :class:`spotifai.model.EncoderConfig` fields — n_mels (feature dim; = data.audio.n_mels),
+  n_frames (time dim; = data.audio.patch_frames), model_dim, projection_dim, n_layers, n_heads, ff_dim, dropout.
+* ``optimizer``: learning_rate (peak), weight_decay (AdamW), warmup_steps (linear warm-up, then cosine decay
+  to 0 at training.steps), grad_clip (max gradient norm; 0 = off).
+* ``training``: steps, batch_size (K patches per playlist, even, >= 2), buffer_size (P playlists per step and
+  rank, >= 2), precision ("bf16" | "fp16" | "fp32"; fp16 uses a GradScaler and needs CUDA, on CPU it falls
+  back to bf16), lambd (Barlow Twins off-diagonal weight), max_nonfinite_steps (consecutive non-finite losses
+  that stop training).
+* ``data``: database, seed, validation_fraction, heldout_track_fraction, min_tracks (passed to
+  :func:`spotifai.database.split`), audio (:class:`spotifai.audio.AudioConfig` fields), patch_cache (bool),
+  cache_dir (str or null = "cache" in the experiment), num_workers (DataLoader workers per rank).
+* ``progress``: val_period (steps between validations; 0 = none), val_batches (fixed validation batches),
+  save_period (steps between latest.pt), checkpoint_period (steps between kept checkpoints), loss_window (train
+  loss rows average this many steps).
+
+Resume: each checkpoint holds model, optimizer, scheduler, GradScaler and RNG states, the step, the config, the
+history rows up to its step and the unfinished loss window. ``train_model(path)`` loads the newest readable
+checkpoint, rewrites history.csv from it (atomically) and continues, so after a ``kill -9`` at any moment the
+history has neither duplicated nor missing steps and the run ends at the same step as an uninterrupted one.
+Batches are a function of (seed, step, rank) (see :mod:`spotifai.sampling`), so the resumed run also sees the
+batches an uninterrupted run would have seen.
+
+Multi-GPU / multi-process: ``torchrun --nproc_per_node=N -m spotifai.train EXPERIMENT`` runs
+DistributedDataParallel (nccl on CUDA, gloo on CPU). Every rank makes its own batch of P playlists (different
+playlists per rank), the projections are gathered across ranks with gradient
+(``torch.distributed.nn.functional.all_gather``) and the loss is computed on the global batch; only rank 0
+writes history and checkpoints. BatchNorm in the projector: on CUDA it is converted to SyncBatchNorm (global
+batch statistics); PyTorch's SyncBatchNorm has no CPU kernel, so with gloo on CPU each rank normalizes its own
+P*K patches (the loss itself always standardizes the gathered global batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from spotifai import sampling
+from spotifai.audio import AudioConfig
+from spotifai.loss import barlow_twins_loss
+from spotifai.model import AudioEncoder, EncoderConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+CHECKPOINT_DIR = "checkpoints"
+PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+class ConfigError(ValueError):
+    """An invalid experiment config: the message names the file (when there is one) and the key."""
+
+
+# ------------------------------------------------------------------------------------------------- config
+
+# Types of the plain sections' keys: a tuple of accepted types (int is accepted where float is).
+_SCHEMA: dict[str, dict[str, tuple]] = {
+    "optimizer": {
+        "learning_rate": (float,),
+        "weight_decay": (float,),
+        "warmup_steps": (int,),
+        "grad_clip": (float,),
+    },
+    "training": {
+        "steps": (int,),
+        "batch_size": (int,),
+        "buffer_size": (int,),
+        "precision": (str,),
+        "lambd": (float,),
+        "max_nonfinite_steps": (int,),
+    },
+    "data": {
+        "database": (str,),
+        "seed": (int,),
+        "validation_fraction": (float,),
+        "heldout_track_fraction": (float,),
+        "min_tracks": (int,),
+        "audio": (dict,),
+        "patch_cache": (bool,),
+        "cache_dir": (str, type(None)),
+        "num_workers": (int,),
+    },
+    "progress": {
+        "val_period": (int,),
+        "val_batches": (int,),
+        "save_period": (int,),
+        "checkpoint_period": (int,),
+        "loss_window": (int,),
+    },
+}
+_SECTIONS = ("model", "optimizer", "training", "data", "progress")
+
+
+def default_config(database: str | Path, **overrides) -> dict:
+    """The default experiment config for the music DB at ``database`` (stored as an absolute path).
+
+    ``overrides``: ``section={...}`` dicts merged into a section (``data={"audio": {...}}`` too), or single
+    keys by name (``steps=100``, ``model_dim=64``). ``n_mels`` and ``patch_frames``/``n_frames`` set both the
+    model and the audio settings. An unknown name is a :class:`ConfigError`.
+    """
+    audio = AudioConfig(n_mels=80, patch_frames=1024, max_time_padding=0.25)
+    config = {
+        "model": EncoderConfig(
+            n_mels=audio.n_mels, n_frames=audio.patch_frames, model_dim=256, projection_dim=512,
+            n_layers=8, n_heads=8, ff_dim=None, dropout=0.0,
+        ).to_dict(),
+        "optimizer": {"learning_rate": 3e-4, "weight_decay": 0.05, "warmup_steps": 500, "grad_clip": 1.0},
+        "training": {
+            "steps": 20000, "batch_size": 32, "buffer_size": 24, "precision": "bf16", "lambd": 5e-3,
+            "max_nonfinite_steps": 20,
+        },
+        "data": {
+            "database": str(Path(database).resolve()),
+            "seed": 0,
+            "validation_fraction": 0.1,
+            "heldout_track_fraction": 0.2,
+            "min_tracks": 2,
+            "audio": audio.to_dict(),
+            "patch_cache": True,
+            "cache_dir": None,
+            "num_workers": 4,
+        },
+        "progress": {"val_period": 500, "val_batches": 8, "save_period": 200, "checkpoint_period": 5000,
+                     "loss_window": 50},
+    }
+    return _apply_overrides(config, overrides)
+
+
+def demo_config(database: str | Path) -> dict:
+    """The small config of the CPU demo chain: trains in a few minutes on 2 CPU cores (the one place to tune it)."""
+    return default_config(
+        database,
+        n_mels=64,
+        patch_frames=256,  # 2.56 s patches
+        model={"model_dim": 64, "projection_dim": 256, "n_layers": 2, "n_heads": 4, "ff_dim": 128},
+        optimizer={"learning_rate": 1e-3, "weight_decay": 0.05, "warmup_steps": 30, "grad_clip": 1.0},
+        training={"steps": 300, "batch_size": 8, "buffer_size": 8, "precision": "bf16"},
+        data={"patch_cache": True, "num_workers": 1},
+        progress={"val_period": 50, "val_batches": 2, "save_period": 50, "checkpoint_period": 100,
+                  "loss_window": 10},
+    )
+
+
+def _apply_overrides(config: dict, overrides: dict) -> dict:
+    config = copy.deepcopy(config)
+    for key, value in overrides.items():
+        if key in _SECTIONS and isinstance(value, dict):
+            for sub, v in value.items():
+                if key == "data" and sub == "audio" and isinstance(v, dict):
+                    config["data"]["audio"].update(v)
+                else:
+                    config[key][sub] = v
+        elif key == "n_mels":
+            config["model"]["n_mels"] = config["data"]["audio"]["n_mels"] = value
+        elif key in ("patch_frames", "n_frames"):
+            config["model"]["n_frames"] = config["data"]["audio"]["patch_frames"] = value
+        elif key == "max_time_padding":
+            config["data"]["audio"]["max_time_padding"] = value
+        else:
+            owners = [s for s in _SECTIONS if key in config[s]]
+            if len(owners) != 1:
+                raise ConfigError(f"unknown config override {key!r}")
+            config[owners[0]][key] = value
+    return config
+
+
+def _check_type(where: str, value, types: tuple) -> None:
+    ok = any(
+        (t is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (t is int and isinstance(value, int) and not isinstance(value, bool))
+        or (t not in (int, float) and isinstance(value, t))
+        for t in types
+    )
+    if not ok:
+        names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Check keys, types and values of an experiment config (no data access); returns a normalized copy.
+
+    Raises :class:`ConfigError` naming ``source`` and the key (``section.key``) on the first problem.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: the config must be a JSON object, got {type(config).__name__}")
+    cfg = copy.deepcopy(config)
+    for section in cfg:
+        if section not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown section {section!r} (known: {', '.join(_SECTIONS)})")
+    for section in _SECTIONS:
+        if section not in cfg:
+            raise ConfigError(f"{source}: missing section {section!r}")
+        if not isinstance(cfg[section], dict):
+            raise ConfigError(f"{source}: {section}: expected an object, got {type(cfg[section]).__name__}")
+    for section, keys in _SCHEMA.items():
+        for key in cfg[section]:
+            if key not in keys:
+                raise ConfigError(f"{source}: unknown key {section}.{key} (known: {', '.join(keys)})")
+        for key, types in keys.items():
+            if key not in cfg[section]:
+                raise ConfigError(f"{source}: missing key {section}.{key}")
+            _check_type(f"{source}: {section}.{key}", cfg[section][key], types)
+    # model and audio: every dataclass field required, values checked by the dataclasses
+    for where, cls, d in (("model", EncoderConfig, cfg["model"]), ("data.audio", AudioConfig, cfg["data"]["audio"])):
+        known = set(cls().to_dict())
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"{source}: unknown key {where}.{key} (known: {', '.join(sorted(known))})")
+        for key in known:
+            if key not in d:
+                raise ConfigError(f"{source}: missing key {where}.{key}")
+        try:
+            cls.from_dict(d)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: {where}: {exc}") from exc
+    m, a, t, o, d, p = (cfg["model"], cfg["data"]["audio"], cfg["training"], cfg["optimizer"], cfg["data"],
+                        cfg["progress"])
+
+    def bad(key: str, why: str):
+        raise ConfigError(f"{source}: {key} = {_get(cfg, key)!r}: {why}")
+
+    if m["n_mels"] != a["n_mels"]:
+        bad("model.n_mels", f"must equal data.audio.n_mels ({a['n_mels']})")
+    if m["n_frames"] != a["patch_frames"]:
+        bad("model.n_frames", f"must equal data.audio.patch_frames ({a['patch_frames']})")
+    if t["steps"] < 1:
+        bad("training.steps", "must be >= 1")
+    if t["batch_size"] < 2 or t["batch_size"] % 2:
+        bad("training.batch_size", "must be even and >= 2 (half of a playlist's patches per view)")
+    if t["buffer_size"] < 2:
+        bad("training.buffer_size", "must be >= 2 (playlists per step)")
+    if t["precision"] not in PRECISIONS:
+        bad("training.precision", f"must be one of {', '.join(PRECISIONS)}")
+    if t["lambd"] < 0:
+        bad("training.lambd", "must be >= 0")
+    if t["max_nonfinite_steps"] < 1:
+        bad("training.max_nonfinite_steps", "must be >= 1")
+    if not o["learning_rate"] > 0 or not math.isfinite(o["learning_rate"]):
+        bad("optimizer.learning_rate", "must be > 0")
+    if o["weight_decay"] < 0:
+        bad("optimizer.weight_decay", "must be >= 0")
+    if o["warmup_steps"] < 0:
+        bad("optimizer.warmup_steps", "must be >= 0")
+    if o["grad_clip"] < 0:
+        bad("optimizer.grad_clip", "must be >= 0 (0 = no clipping)")
+    for key in ("validation_fraction", "heldout_track_fraction"):
+        if not 0 <= d[key] < 1:
+            bad(f"data.{key}", "must be in [0, 1)")
+    if d["min_tracks"] < 2:
+        bad("data.min_tracks", "must be >= 2 (two views need two tracks)")
+    if d["num_workers"] < 0:
+        bad("data.num_workers", "must be >= 0")
+    if not d["database"]:
+        bad("data.database", "must name the music database file")
+    for key in ("val_period", "val_batches"):
+        if p[key] < 0:
+            bad(f"progress.{key}", "must be >= 0")
+    for key in ("save_period", "checkpoint_period", "loss_window"):
+        if p[key] < 1:
+            bad(f"progress.{key}", "must be >= 1")
+    return cfg
+
+
+def _get(cfg: dict, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _resolve(experiment: Path, path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else experiment / p
+
+
+def database_path(experiment_path: str | Path, config: dict) -> Path:
+    """The music DB of an experiment (``data.database`` resolved against the experiment folder)."""
+    return _resolve(Path(experiment_path), config["data"]["database"])
+
+
+def cache_path(experiment_path: str | Path, config: dict) -> Path | None:
+    """The patch cache folder of an experiment, or None when the cache is off."""
+    if not config["data"]["patch_cache"]:
+        return None
+    return _resolve(Path(experiment_path), config["data"]["cache_dir"] or "cache")
+
+
+def load_config(experiment_path: str | Path) -> dict:
+    """The validated config of an experiment (``config.json`` in the folder); :class:`ConfigError` naming the
+    file and key when invalid, FileNotFoundError when missing."""
+    path = Path(experiment_path) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: experiment config not found")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    return validate_config(config, str(path))
+
+
+def _atomic_write_bytes(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _portable(experiment: Path, path: str | None) -> str | None:
+    """An absolute path inside the same tree as the experiment is stored relative to it (movable repos)."""
+    if path is None or not Path(path).is_absolute():
+        return path
+    try:
+        return os.path.relpath(path, experiment.resolve())
+    except ValueError:
+        return path
+
+
+def create_experiment(experiment_path: str | Path, config: dict) -> dict:
+    """Validate ``config`` and write it as the experiment's ``config.json`` (atomically); returns it.
+
+    If config.json already exists it must hold the same config, except ``training.steps`` (which may be
+    changed to extend or shorten a run); anything else is a :class:`ConfigError` (use a new folder).
+    """
+    experiment = Path(experiment_path)
+    cfg = validate_config(config, "config")
+    cfg["data"]["database"] = _portable(experiment, cfg["data"]["database"])
+    cfg["data"]["cache_dir"] = _portable(experiment, cfg["data"]["cache_dir"])
+    target = experiment / CONFIG_FILE
+    if target.exists():
+        old = load_config(experiment)
+        a, b = copy.deepcopy(old), copy.deepcopy(cfg)
+        a["training"]["steps"] = b["training"]["steps"] = 0
+        for c in (a, b):  # compare paths by where they point
+            c["data"]["database"] = str(database_path(experiment, c).resolve())
+        if a != b:
+            raise ConfigError(
+                f"{target}: the experiment exists with a different config; resume it with config=None or "
+                "use a new experiment folder"
+            )
+        if old["training"]["steps"] == cfg["training"]["steps"]:
+            return old
+        log.info("%s: training.steps %d -> %d", target, old["training"]["steps"], cfg["training"]["steps"])
+        old["training"]["steps"] = cfg["training"]["steps"]
+        cfg = old
+    _atomic_write_bytes(target, (json.dumps(cfg, indent=2) + "\n").encode())
+    return cfg
+
+
+def check_data(experiment_path: str | Path, config: dict, plan: sampling.Plan | None = None) -> sampling.Plan:
+    """The data checks that need the database (before any training): the DB exists, some track is long
+    enough for a patch, there are at least 2 training playlists with enough usable tracks. Returns the plan."""
+    source = str(Path(experiment_path) / CONFIG_FILE)
+    db = database_path(experiment_path, config)
+    if not db.exists():
+        raise ConfigError(f"{source}: data.database: {db}: music database not found")
+    audio_cfg = AudioConfig.from_dict(config["data"]["audio"])
+    d = config["data"]
+    if plan is None:
+        plan = sampling.build_plan(
+            db, audio_cfg, seed=d["seed"], validation_fraction=d["validation_fraction"],
+            heldout_track_fraction=d["heldout_track_fraction"], min_tracks=d["min_tracks"],
+        )
+    if not plan.tracks and plan.short_tracks:
+        raise ConfigError(
+            f"{source}: data.audio.patch_frames = {audio_cfg.patch_frames}: a patch "
+            f"({audio_cfg.patch_seconds:.2f} s) is longer than every track of the playlists in {db}"
+        )
+    if len(plan.train) < 2:
+        raise ConfigError(
+            f"{source}: data.min_tracks = {d['min_tracks']}: {db} has {len(plan.train)} training playlist(s) with "
+            f"at least {max(2, d['min_tracks'])} usable tracks; at least 2 are needed (check data.database, "
+            "data.validation_fraction, data.heldout_track_fraction and data.audio.patch_frames)"
+        )
+    return plan
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint_dir(experiment: Path) -> Path:
+    return experiment / CHECKPOINT_DIR
+
+
+def _checkpoint_file(experiment: Path, checkpoint: str | int) -> Path:
+    if isinstance(checkpoint, int):
+        return _checkpoint_dir(experiment) / f"step_{checkpoint:07d}.pt"
+    p = Path(checkpoint)
+    if p.suffix == ".pt" and (p.is_absolute() or p.exists()):
+        return p
+    return _checkpoint_dir(experiment) / f"{checkpoint}.pt"
+
+
+def _save_checkpoint(experiment: Path, state: dict, kept: bool) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    folder = _checkpoint_dir(experiment)
+    if kept:
+        _atomic_write_bytes(folder / f"step_{state['step']:07d}.pt", data)
+    _atomic_write_bytes(folder / "latest.pt", data)
+
+
+def _load_state(path: Path, device: str = "cpu") -> dict:
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def _newest_checkpoint(experiment: Path) -> tuple[dict, Path] | None:
+    """The readable checkpoint with the highest step (latest.pt, else kept ones), or None."""
+    folder = _checkpoint_dir(experiment)
+    if not folder.exists():
+        return None
+    for stale in folder.glob("*.tmp"):  # from a run killed while writing
+        stale.unlink(missing_ok=True)
+    kept = sorted(folder.glob("step_*.pt"), reverse=True)  # zero-padded names: newest first
+    best: tuple[dict, Path] | None = None
+    for path in [folder / "latest.pt", *kept]:
+        if not path.exists():
+            continue
+        if best is not None and path.name.startswith("step_"):
+            try:
+                if int(path.stem.split("_")[1]) <= best[0]["step"]:
+                    break
+            except ValueError:
+                continue
+        try:
+            state = _load_state(path)
+        except Exception as exc:  # noqa: BLE001 - a damaged file: try the next one
+            log.warning("%s: unreadable checkpoint (%s), trying an older one", path, exc)
+            continue
+        if best is None or state["step"] > best[0]["step"]:
+            best = (state, path)
+        if path.name.startswith("step_"):
+            break
+    return best
+
+
+def load_encoder(
+    experiment_path: str | Path, checkpoint: str | int = "latest", device: str = "cpu"
+) -> tuple[AudioEncoder, dict]:
+    """The trained encoder of an experiment, in eval mode on ``device``, and a dict with ``step``,
+    ``checkpoint_id`` (first 16 hex digits of the checkpoint file's sha256), ``config`` (the experiment
+    config), ``audio`` (:class:`AudioConfig`) and ``path``.
+
+    ``checkpoint``: "latest", a step number, a kept checkpoint's name ("step_0000100") or a .pt path.
+    FileNotFoundError naming the path when it does not exist.
+    """
+    experiment = Path(experiment_path)
+    path = _checkpoint_file(experiment, checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found (train the experiment first)")
+    data = path.read_bytes()
+    try:
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    except Exception as exc:
+        raise RuntimeError(f"{path}: unreadable checkpoint ({exc})") from exc
+    config = validate_config(state["config"], str(path))
+    model = AudioEncoder(EncoderConfig.from_dict(config["model"]))
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    info = {
+        "step": int(state["step"]),
+        "checkpoint_id": hashlib.sha256(data).hexdigest()[:16],
+        "config": config,
+        "audio": AudioConfig.from_dict(config["data"]["audio"]),
+        "path": str(path),
+    }
+    return model, info
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy().astype(np.uint32), *np_state[2:]))
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# ------------------------------------------------------------------------------------------------- history
+
+
+def _format_row(row: tuple) -> str:
+    step, split, loss = row
+    return f"{int(step)},{split},{float(loss):.6g}\n"
+
+
+def _write_history(experiment: Path, rows: list) -> None:
+    text = "step,split,loss\n" + "".join(_format_row(r) for r in rows)
+    _atomic_write_bytes(experiment / HISTORY_FILE, text.encode())
+
+
+def read_history(experiment_path: str | Path) -> list[tuple[int, str, float]]:
+    """The rows of an experiment's history.csv as (step, split, loss) tuples."""
+    path = Path(experiment_path) / HISTORY_FILE
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return [(int(r["step"]), r["split"], float(r["loss"])) for r in csv.DictReader(fh)]
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:  # step = number of optimizer steps taken so far
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.nn.functional import all_gather
+
+    with warnings.catch_warnings():  # deprecated in favour of a private API that gloo lacks
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(x))
+
+
+def _gather(x: torch.Tensor) -> torch.Tensor:
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
+class _Runner:
+    """State of one training process (one rank)."""
+
+    def __init__(self, experiment: Path, config: dict, plan: sampling.Plan, device: str, mixed_precision: bool,
+                 multi_processing: bool, rank: int, world: int):
+        self.experiment, self.config, self.plan = experiment, config, plan
+        self.rank, self.world = rank, world
+        self.device = torch.device(device)
+        t, o, d = config["training"], config["optimizer"], config["data"]
+        self.P, self.K = t["buffer_size"], t["batch_size"]
+        precision = t["precision"] if mixed_precision else "fp32"
+        if precision == "fp16" and self.device.type != "cuda":
+            log.warning("training.precision = fp16 needs CUDA; using bf16 on %s", self.device)
+            precision = "bf16"
+        self.precision = precision
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.audio = AudioConfig.from_dict(d["audio"])
+        self.cache = cache_path(experiment, config)
+        self.num_workers = d["num_workers"] if multi_processing else 0
+
+        torch.manual_seed(d["seed"])
+        self.raw_model = AudioEncoder(EncoderConfig.from_dict(config["model"])).to(self.device)
+        self.model = self.raw_model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            if self.device.type == "cuda":
+                self.raw_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.raw_model)
+                self.model = DistributedDataParallel(self.raw_model, device_ids=[self.device.index])
+            else:
+                self.model = DistributedDataParallel(self.raw_model)
+        decay = [p for n, p in self.raw_model.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in self.raw_model.named_parameters() if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o["learning_rate"],
+            fused=self.device.type == "cuda",
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(o["warmup_steps"], t["steps"])
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        self.step = 0
+        self.history: list[tuple[int, str, float]] = []
+        self.window: list[float] = []
+        self.skipped_tracks: dict[int, str] = dict(plan.short_tracks)
+        self.skipped_playlists: set[int] = set(plan.dropped_playlists)
+        self.nonfinite = 0
+
+    # -- pieces
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def maker(self, split: str) -> sampling.BatchMaker:
+        d = self.config["data"]
+        return sampling.BatchMaker(
+            self.plan.train if split == "train" else self.plan.validation,
+            self.plan.tracks, self.audio, buffer_size=self.P, batch_size=self.K, seed=d["seed"], split=split,
+            rank=self.rank, world_size=self.world, cache_dir=self.cache,
+        )
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        """The Barlow Twins loss of the global batch (gathered over ranks) as a float32 scalar."""
+        n = batch["mel_a"].shape[0]
+        nb = self.device.type == "cuda"
+        mel = torch.cat([batch["mel_a"], batch["mel_b"]]).to(self.device, non_blocking=nb)
+        groups = batch["groups"].to(self.device) + self.rank * self.P
+        with self.autocast():
+            z = model(mel, output="projections")
+        z = z.float()
+        z_a, z_b = z[:n], z[n:]
+        if self.world > 1:
+            gather = _gather_with_grad if torch.is_grad_enabled() else _gather
+            z_a, z_b, groups = gather(z_a), gather(z_b), _gather(groups)
+        return barlow_twins_loss(z_a, z_b, groups, lambd=self.config["training"]["lambd"])
+
+    def note_skips(self, batch: dict) -> None:
+        for tid, reason in batch["skipped_tracks"]:
+            if tid not in self.skipped_tracks:
+                self.skipped_tracks[tid] = reason
+                log.warning("skipping track %d: %s", tid, reason)
+        for pid in batch["skipped_playlists"]:
+            if pid not in self.skipped_playlists:
+                self.skipped_playlists.add(pid)
+                log.warning("skipping playlist %d: fewer than 2 usable tracks", pid)
+
+    def validate(self) -> float | None:
+        p = self.config["progress"]
+        if not self.plan.validation or p["val_batches"] == 0:
+            return None
+        maker = self.val_maker
+        self.raw_model.eval()
+        losses = []
+        with torch.no_grad():
+            for j in range(p["val_batches"]):
+                batch = maker.batch(j)
+                self.note_skips(batch)
+                losses.append(float(self.loss(self.raw_model, batch)))
+        self.raw_model.train()
+        finite = [v for v in losses if math.isfinite(v)]
+        return sum(finite) / len(finite) if finite else float("nan")
+
+    def state(self) -> dict:
+        return {
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(),
+            "step": self.step,
+            "config": self.config,
+            "history": [list(r) for r in self.history],
+            "window": list(self.window),
+            "skipped": {"tracks": {str(k): v for k, v in self.skipped_tracks.items()},
+                        "playlists": sorted(self.skipped_playlists)},
+        }
+
+    def restore(self, state: dict) -> None:
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.rank == 0:
+            _set_rng_state(state["rng"])
+        else:
+            torch.manual_seed(self.config["data"]["seed"] + 7919 * self.rank + state["step"])
+        self.step = int(state["step"])
+        self.history = [(int(s), str(sp), float(v)) for s, sp, v in state["history"]]
+        self.window = [float(v) for v in state["window"]]
+        self.skipped_tracks.update({int(k): v for k, v in state["skipped"]["tracks"].items()})
+        self.skipped_playlists.update(int(p) for p in state["skipped"]["playlists"])
+
+    # -- the loop
+
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        t, p = self.config["training"], self.config["progress"]
+        total = t["steps"]
+        main = self.rank == 0
+        found = _newest_checkpoint(self.experiment)
+        resumed_from = 0
+        if found is not None:
+            state, path = found
+            self.restore(state)
+            resumed_from = self.step
+            log.info("%s: resuming from step %d", path, self.step)
+        if main:
+            _write_history(self.experiment, self.history)  # drops rows after the checkpoint
+        self.val_maker = self.maker("validation") if self.plan.validation else None
+        last_val = next((v for s, sp, v in reversed(self.history) if sp == "validation"), None)
+        last_train = next((v for s, sp, v in reversed(self.history) if sp == "train"), None)
+        rate, measured_patches, measured_time, t_first = 0.0, 0, 0.0, None
+
+        history_fh = (self.experiment / HISTORY_FILE).open("a", encoding="utf-8") if main else None
+
+        def add_row(row: tuple) -> None:
+            self.history.append(row)
+            if history_fh is not None:
+                history_fh.write(_format_row(row))
+                history_fh.flush()
+
+        batches = iter(())
+        train_maker = self.maker("train")
+        patches_per_step = train_maker.P * self.K * self.world
+        if self.step < total:
+            batches = iter(sampling.make_loader(
+                train_maker, self.step + 1, total + 1, num_workers=self.num_workers,
+                pin_memory=self.device.type == "cuda",
+            ))
+        bar = tqdm(total=total, initial=self.step, desc=f"train {self.experiment.name}", unit="step",
+                   disable=not main, dynamic_ncols=True)
+        try:
+            t_prev = time.perf_counter()
+            for batch in batches:
+                step = batch["step"]
+                assert step == self.step + 1, (step, self.step)
+                self.note_skips(batch)
+                loss = self.loss(self.model, batch)
+                value = float(loss.detach())
+                if math.isfinite(value):
+                    self.nonfinite = 0
+                    self.scaler.scale(loss).backward()
+                    if self.config["optimizer"]["grad_clip"] > 0:
+                        self.scaler.unscale_(self.optimizer)
+                        torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(),
+                                                       self.config["optimizer"]["grad_clip"])
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.window.append(value)
+                else:
+                    self.nonfinite += 1
+                    log.warning("step %d: non-finite loss (%s), step skipped (%d in a row)", step, value,
+                                self.nonfinite)
+                    (loss * 0.0).backward()  # keeps DDP's reducer in step on every rank; grads are discarded
+                    if self.nonfinite >= t["max_nonfinite_steps"]:
+                        raise RuntimeError(
+                            f"{self.experiment}: {self.nonfinite} non-finite losses in a row at step {step}; "
+                            "lower optimizer.learning_rate or use training.precision = fp32 / bf16"
+                        )
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.step = step
+
+                now = time.perf_counter()
+                if t_first is None:
+                    t_first = now
+                else:
+                    measured_patches += patches_per_step
+                    measured_time += now - t_prev
+                rate = patches_per_step / max(now - t_prev, 1e-9) if rate == 0 else (
+                    0.9 * rate + 0.1 * patches_per_step / max(now - t_prev, 1e-9))
+                t_prev = now
+
+                final = step == total
+                if step % p["loss_window"] == 0 or final:
+                    if self.window:
+                        last_train = sum(self.window) / len(self.window)
+                        add_row((step, "train", last_train))
+                    self.window = []
+                if (p["val_period"] and step % p["val_period"] == 0) or final:
+                    v = self.validate()
+                    if v is not None:
+                        last_val = v
+                        add_row((step, "validation", v))
+                    t_prev = time.perf_counter()
+                kept = step % p["checkpoint_period"] == 0 or final
+                if main and (kept or step % p["save_period"] == 0):
+                    _save_checkpoint(self.experiment, self.state(), kept=kept)
+                    t_prev = time.perf_counter()
+                if main:
+                    post = {"loss": f"{value:.4g}", "patches/s": f"{rate:.0f}"}
+                    if last_val is not None:
+                        post["val"] = f"{last_val:.4g}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+        finally:
+            bar.close()
+            if history_fh is not None:
+                history_fh.close()
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+        return {
+            "experiment": str(self.experiment),
+            "steps": self.step,
+            "resumed_from": resumed_from,
+            "final_train_loss": last_train,
+            "last_validation_loss": last_val,
+            "skipped_tracks": len(self.skipped_tracks),
+            "skipped_playlists": len(self.skipped_playlists),
+            "patches_per_second": measured_patches / measured_time if measured_time > 0 else None,
+            "precision": self.precision,
+            "world_size": self.world,
+            "seconds": time.perf_counter() - t0,
+        }
+
+
+def _distributed(device: str) -> tuple[int, int, bool, str]:
+    """(rank, world size, whether this call initialized the process group, device) from torchrun's env."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False, device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False, device
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size(), True, device
+
+
+def train_model(
+    experiment_path: str | Path,
+    device: str = "cpu",
+    mixed_precision: bool = True,
+    multi_processing: bool = True,
+    config: dict | None = None,
+) -> dict:
+    """Train (or resume) the experiment in ``experiment_path``.
+
+    ``config``: a new experiment's config (see :func:`default_config`), written to config.json; ``None``
+    resumes the experiment in the folder (from its newest checkpoint, or from step 0 when it has none).
+    ``device``: "cpu" or "cuda"; ``mixed_precision``: False forces fp32 whatever training.precision says;
+    ``multi_processing``: False makes batches in this process (no DataLoader workers).
+    Under ``torchrun`` (WORLD_SIZE > 1) this runs DistributedDataParallel; only rank 0 writes files.
+
+    Returns a summary dict: experiment, steps, resumed_from, final_train_loss, last_validation_loss,
+    skipped_tracks, skipped_playlists (counts), patches_per_second (steady state, global), precision,
+    world_size, seconds. Config problems raise :class:`ConfigError` before any training.
+    """
+    experiment = Path(experiment_path)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"{experiment}: device {device!r} requested but CUDA is not available")
+    rank, world, owns_group, device = _distributed(device)
+    try:
+        error = None
+        if rank == 0:
+            try:
+                experiment.mkdir(parents=True, exist_ok=True)
+                if config is not None:
+                    create_experiment(experiment, config)
+                elif not (experiment / CONFIG_FILE).exists():
+                    raise FileNotFoundError(
+                        f"{experiment / CONFIG_FILE}: experiment config not found (pass config= to create one)"
+                    )
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
+                error = exc
+        if world > 1:
+            message = [None if error is None else f"{type(error).__name__}: {error}"]
+            dist.broadcast_object_list(message, src=0)
+            if rank != 0 and message[0] is not None:
+                raise RuntimeError(f"rank 0 failed to set up {experiment}: {message[0]}")
+        if error is not None:
+            raise error
+        cfg = load_config(experiment)
+        plan = check_data(experiment, cfg)
+        runner = _Runner(experiment, cfg, plan, device, mixed_precision, multi_processing, rank, world)
+        summary = runner.run()
+        if rank == 0:
+            log.info("%s: %s", experiment, json.dumps(summary, default=str))
+        return summary
+    finally:
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------- command line
+
+
+def train_command(
+    experiment: str | Path,
+    *,
+    database: str | Path | None = None,
+    demo: bool = False,
+    device: str = "cpu",
+    mixed_precision: bool = True,
+    multi_processing: bool = True,
+    steps: int | None = None,
+) -> dict:
+    """What ``spotifai train`` does: create the experiment from ``database`` (default or, with ``demo``, the
+    demo config) when it has no config.json yet, else resume it; ``steps`` overrides training.steps."""
+    experiment = Path(experiment)
+    config = None
+    if not (experiment / CONFIG_FILE).exists():
+        if database is None:
+            raise FileNotFoundError(
+                f"{experiment / CONFIG_FILE}: no experiment there; pass --database DB to create one"
+            )
+        config = demo_config(database) if demo else default_config(database)
+    elif database is not None:
+        log.info("%s exists: resuming it (--database ignored)", experiment / CONFIG_FILE)
+    if steps is not None:
+        config = config or load_config(experiment)
+        config["training"]["steps"] = int(steps)
+    return train_model(experiment, device=device, mixed_precision=mixed_precision,
+                       multi_processing=multi_processing, config=config)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``spotifai train`` / ``python -m spotifai.train``."""
+    p.add_argument("experiment", type=Path, help="experiment folder (experiments/<name>)")
+    p.add_argument("--database", type=Path, default=None, help="music DB; creates the experiment if new")
+    p.add_argument("--demo", action="store_true", help="with --database: use the small CPU demo config")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false", help="train in fp32")
+    p.add_argument("--no-multi-processing", dest="multi_processing", action="store_false",
+                   help="no DataLoader worker processes")
+    p.add_argument("--steps", type=int, default=None, help="override training.steps (extends a finished run)")
+
+
+def run_arguments(args: argparse.Namespace) -> dict:
+    return train_command(
+        args.experiment, database=args.database, demo=args.demo, device=args.device,
+        mixed_precision=args.mixed_precision, multi_processing=args.multi_processing, steps=args.steps,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m spotifai.train EXPERIMENT`` (also under ``torchrun --nproc_per_node=N``)."""
+    parser = argparse.ArgumentParser(prog="python -m spotifai.train", description="Train or resume an experiment.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(levelname)s [rank {rank}] %(name)s: %(message)s")
+    try:
+        summary = run_arguments(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"spotifai train: error: {exc}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
