@@ -7,11 +7,16 @@ import time
 
 import numpy as np
 import pytest
-from app_corpus import XSS_TITLE, BruteForceNeighbours, build_corpus
 from fastapi.testclient import TestClient
 
 from spotifai import database, index
 from spotifai.app.server import AUDIO_MEDIA_TYPES, MAX_K, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_CHARS, create_app
+
+try:  # tests/ as a package or as a plain folder on sys.path
+    from .app_corpus import XSS_TITLE, BruteForceNeighbours, build_corpus
+except ImportError:
+    from app_corpus import XSS_TITLE, BruteForceNeighbours, build_corpus  # type: ignore[no-redef]
+
 
 
 @pytest.fixture(scope="module")

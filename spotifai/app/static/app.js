@@ -151,7 +151,8 @@ function similarItem(t) {
   info.appendChild(el("span", "title", t.title));
   info.appendChild(el("span", "meta", metaLine(t)));
   info.addEventListener("click", () => selectTrack(t.id));
-  const sim = el("span", "sim", `${(100 * t.similarity).toFixed(1)}% similar`);
+  const sim = el("span", "sim", t.similarity.toFixed(2));
+  sim.title = "cosine similarity of the two songs' vectors (1 = same direction)";
   const bar = el("span", "bar");
   const fill = el("span");
   fill.style.width = `${Math.max(0, Math.min(1, t.similarity)) * 100}%`;
