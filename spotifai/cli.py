@@ -99,6 +99,105 @@ def _add_serve(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_embed(sub) -> None:
+    p = sub.add_parser("embed", help="full-song track vectors (features, projections) -> EXPERIMENT/embeddings.npz")
+    p.add_argument("experiment", type=Path)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64, help="patches per forward pass")
+    p.add_argument("--max-patches", type=int, default=64, help="evenly spaced patches per long track (0 = all)")
+    p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: spare cores)")
+    p.add_argument("--checkpoint", default="latest")
+    p.add_argument("--force", action="store_true", help="re-embed every track")
+
+    def run(args) -> int:
+        from spotifai import embed
+
+        summary = embed.embed_experiment(
+            args.experiment, device=args.device, batch_size=args.batch_size,
+            max_patches_per_track=args.max_patches or None, force=args.force, checkpoint=args.checkpoint,
+            num_workers=args.workers,
+        )
+        summary["failures"] = summary["failures"][:20]  # the log has them all
+        _print_json(summary)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _index_client_args(p) -> None:
+    p.add_argument("--path", type=Path, default=None, help="embedded ChromaDB folder (default EXPERIMENT/chroma)")
+    p.add_argument("--host", default=None, help="a Chroma server (`chroma run`) instead of a local folder")
+    p.add_argument("--port", type=int, default=None, help="the Chroma server's port (default 8000)")
+
+
+def _add_index(sub) -> None:
+    p = sub.add_parser("index", help="build / update the ChromaDB collections from EXPERIMENT/embeddings.npz")
+    p.add_argument("experiment", type=Path)
+    _index_client_args(p)
+    p.add_argument("--rebuild", action="store_true", help="drop and recreate the collections")
+    p.add_argument("--ef-search", type=int, default=None)
+    p.add_argument("--ef-construction", type=int, default=None)
+    p.add_argument("--max-neighbors", type=int, default=None)
+
+    def run(args) -> int:
+        from spotifai import index
+
+        hnsw = {k: v for k, v in (("ef_search", args.ef_search), ("ef_construction", args.ef_construction),
+                                  ("max_neighbors", args.max_neighbors)) if v is not None}
+        _print_json(index.build_index(args.experiment, path=args.path, host=args.host, port=args.port,
+                                      rebuild=args.rebuild, hnsw=hnsw or None))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_recommend(sub) -> None:
+    p = sub.add_parser("recommend", help="the K tracks most similar to TRACK_ID (from the index, no model)")
+    p.add_argument("experiment", type=Path)
+    p.add_argument("track_id", type=int)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--space", choices=["projections", "features"], default="projections")
+    _index_client_args(p)
+
+    def run(args) -> int:
+        from spotifai import index
+
+        try:
+            recs = index.recommend(args.experiment, args.track_id, k=args.k, space=args.space,
+                                   path=args.path, host=args.host, port=args.port)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from exc
+        _print_json(recs)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="retrieval metrics on held-out tracks -> EXPERIMENT/evaluation.json")
+    p.add_argument("experiment", type=Path)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64, help="patches per forward pass (random-weights baseline)")
+    p.add_argument("--max-patches", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--no-baselines", action="store_true", help="evaluate the trained model only")
+
+    def run(args) -> int:
+        from spotifai import evaluate
+
+        results = evaluate.evaluate_experiment(
+            args.experiment, baselines=not args.no_baselines, device=args.device, batch_size=args.batch_size,
+            max_patches_per_track=args.max_patches or None, num_workers=args.workers,
+        )
+        table = evaluate.evaluation_table(results)
+        cols = [c for c in table.columns if c in ("method", "scope") or c.endswith(("@10", "_map"))]
+        print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"written: {Path(args.experiment) / evaluate.EVALUATION_FILE}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
