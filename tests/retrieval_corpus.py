@@ -83,41 +83,30 @@ def build_corpus(root: Path, n_tracks: int = 16, seed: int = 0) -> Corpus:
     return corpus
 
 
-def tiny_config(db: Path, seed: int = 0) -> dict:
-    """An experiment config with the tiny model / audio settings (the sections other stages read)."""
-    return {
-        "model": dict(TINY_MODEL),
-        "data": {
-            "database": str(db),
-            "seed": seed,
-            "validation_fraction": 0.0,
-            "heldout_track_fraction": 0.5,
-            "audio": dict(TINY_AUDIO),
-        },
-    }
+def tiny_config(db: Path, steps: int = 2) -> dict:
+    """An experiment config (the training stage's own :func:`spotifai.train.default_config`) with the tiny
+    model and audio settings."""
+    from spotifai.train import default_config
+
+    model = {k: v for k, v in TINY_MODEL.items() if k not in ("n_mels", "n_frames")}
+    return default_config(
+        db,
+        n_mels=TINY_AUDIO["n_mels"],
+        patch_frames=TINY_AUDIO["patch_frames"],
+        model=model,
+        optimizer={"warmup_steps": 1},
+        training={"steps": steps, "batch_size": 4, "buffer_size": 4, "precision": "fp32"},
+        data={"seed": 0, "validation_fraction": 0.0, "heldout_track_fraction": 0.25, "patch_cache": False,
+              "num_workers": 0},
+        progress={"val_period": 0, "val_batches": 0, "save_period": 1, "checkpoint_period": 100, "loss_window": 1},
+    )
 
 
-def write_checkpoint(experiment: Path, db: Path, *, weights_seed: int = 0, step: int = 1) -> Path:
-    """A checkpoint in the training stage's format (model state dict, step, full config) at
-    ``experiment/checkpoints/latest.pt``, with ``config.json`` next to it."""
-    import json
+def train_tiny_experiment(experiment: Path, db: Path, *, steps: int = 1) -> Path:
+    """Train (or extend to ``steps``) the tiny model with the real training loop; returns the folder.
+    Each call with more steps writes a new checkpoint (a new checkpoint id)."""
+    from spotifai.train import train_model
 
-    import torch
-
-    from spotifai.model import AudioEncoder, EncoderConfig
-
-    experiment.mkdir(parents=True, exist_ok=True)
-    config = tiny_config(db)
-    (experiment / "config.json").write_text(json.dumps(config, indent=2))
-    torch.manual_seed(weights_seed)
-    model = AudioEncoder(EncoderConfig.from_dict(config["model"]))
-    (experiment / "checkpoints").mkdir(exist_ok=True)
-    path = experiment / "checkpoints" / "latest.pt"
-    torch.save({"model": model.state_dict(), "step": step, "config": config}, path)
-    return path
-
-
-def train_tiny_experiment(experiment: Path, db: Path, *, weights_seed: int = 0, step: int = 1) -> Path:
-    """An experiment folder with a checkpoint of the tiny model; returns the folder."""
-    write_checkpoint(experiment, db, weights_seed=weights_seed, step=step)
+    train_model(experiment, device="cpu", mixed_precision=False, multi_processing=False,
+                config=tiny_config(db, steps=steps))
     return experiment

@@ -147,7 +147,7 @@ def test_embed_experiment_incremental(experiment, corpus):
 def test_checkpoint_change_reembeds_everything(experiment, corpus):
     first = embed.embed_experiment(experiment, batch_size=16, num_workers=0, progress=False)
     before = embed.load_embeddings(experiment)
-    train_tiny_experiment(experiment, corpus.db, weights_seed=1, step=2)  # a new checkpoint
+    train_tiny_experiment(experiment, corpus.db, steps=2)  # one more step: a new checkpoint
     second = embed.embed_experiment(experiment, batch_size=16, num_workers=0, progress=False)
     assert second["checkpoint_id"] != first["checkpoint_id"]
     assert second["embedded"] == len(corpus.track_ids) and second["skipped"] == 0
