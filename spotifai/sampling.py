@@ -10,8 +10,9 @@ One training step sees ``P`` playlists (``training.buffer_size``) x ``K`` patche
   are two different tracks of the same playlist: a positive pair for the multi-positive Barlow Twins loss.
 
 A batch is a dict ``{"mel_a": (P*K/2, n_mels, patch_frames) float32, "mel_b": same, "groups": (P*K/2,)
-int64, "step": int, "skipped_tracks": [(track id, reason)], "skipped_playlists": [playlist id]}``; the two
-``skipped_*`` lists carry the items found unusable while making that batch (the trainer totals them).
+int64, "tracks_a"/"tracks_b": (P*K/2,) int64 track ids of the rows, "playlists": (P,) int64 playlist id of
+each group, "step": int, "skipped_tracks": [(track id, reason)], "skipped_playlists": [playlist id]}``; the
+two ``skipped_*`` lists carry the items found unusable while making that batch (the trainer totals them).
 
 Determinism. The batch of step ``s`` is a function of ``(seed, split, s, rank)`` only, not of the number of
 loader workers nor of what ran before, so a resumed run sees the batches an uninterrupted one would have
@@ -177,7 +178,8 @@ class PatchSource:
         self.config = config
 
     def n_frames(self, path: str, duration: float) -> int:
-        """Mel frames of the track (estimated from the DB duration, 2 frames of margin at the end)."""
+        """Mel frames of the track, estimated from its DB duration with 2 frames of margin at the end (the
+        same for the cached and the decoding source, so both pick the same offsets)."""
         return max(1, _frames_for(duration) - 2)
 
     def patch_at(self, path: str, frame: int) -> torch.Tensor:
@@ -272,12 +274,10 @@ class CachedPatchSource(PatchSource):
         self._atomic_write(npy, lambda fh: np.save(fh, data))
         return np.load(npy, mmap_mode="r")
 
-    def n_frames(self, path: str, duration: float) -> int:
-        return int(self.mel(path).shape[-1])
-
     def patch_at(self, path: str, frame: int) -> torch.Tensor:
         mel = self.mel(path)
         T = self.config.patch_frames
+        frame = max(0, min(frame, mel.shape[-1] - T))  # the DB duration may overstate the audio slightly
         window = torch.from_numpy(np.array(mel[:, frame : frame + T], dtype=np.float32))
         if window.shape[-1] < T:
             window = _pad_patch(window, self.config, path)
@@ -370,9 +370,11 @@ class BatchMaker:
             new_bad.append((tid, str(exc)))
             return None
 
-    def _playlist_patches(self, pid: int, rng: np.random.Generator, new_bad: list) -> list[torch.Tensor] | None:
-        """K patches of playlist ``pid`` (distinct tracks where possible), or None if it has too few usable
-        tracks."""
+    def _playlist_patches(
+        self, pid: int, rng: np.random.Generator, new_bad: list
+    ) -> list[tuple[int, torch.Tensor]] | None:
+        """K (track id, patch) of playlist ``pid`` (distinct tracks where possible), or None if it has too few
+        usable tracks."""
         usable = [t for t in self.playlists[pid] if t not in self.bad_tracks]
         if len(usable) < _MIN_USABLE_TRACKS:
             return None
@@ -382,7 +384,7 @@ class BatchMaker:
             picks.append(int(rng.integers(len(usable))))
         chosen = [usable[i] for i in picks]
         spare = [usable[i] for i in order[self.K :]]
-        out: list[torch.Tensor] = []
+        out: list[tuple[int, torch.Tensor]] = []
         for tid in chosen:
             patch = self._track_patch(tid, rng, new_bad)
             while patch is None:  # replace a failed track by an unused one, else any usable one
@@ -392,7 +394,7 @@ class BatchMaker:
                 spare = [t for t in spare if t not in self.bad_tracks]
                 tid = spare.pop() if spare else usable[int(rng.integers(len(usable)))]
                 patch = self._track_patch(tid, rng, new_bad)
-            out.append(patch)
+            out.append((tid, patch))
         return out
 
     def batch(self, step: int) -> dict:
@@ -405,7 +407,8 @@ class BatchMaker:
         candidates = [self.pids[order[(start + i) % n]] for i in range(n)]
         new_bad: list[tuple[int, str]] = []
         new_bad_playlists: list[int] = []
-        groups_patches: list[list[torch.Tensor]] = []
+        groups_patches: list[list[tuple[int, torch.Tensor]]] = []
+        chosen_pids: list[int] = []
         for pid in candidates:
             if len(groups_patches) == self.P:
                 break
@@ -417,6 +420,7 @@ class BatchMaker:
                 new_bad_playlists.append(pid)
                 continue
             groups_patches.append(patches)
+            chosen_pids.append(pid)
         if not groups_patches:
             raise RuntimeError(
                 f"no usable {self.split} playlists left: {len(self.bad_tracks)} tracks failed to decode, "
@@ -428,14 +432,17 @@ class BatchMaker:
                 patches = self._playlist_patches(pid, rng, new_bad)
                 if patches is not None:
                     groups_patches.append(patches)
+                    chosen_pids.append(pid)
         half = self.K // 2
-        mel_a = torch.stack([p for patches in groups_patches for p in patches[:half]])
-        mel_b = torch.stack([p for patches in groups_patches for p in patches[half:]])
-        groups = torch.arange(len(groups_patches), dtype=torch.int64).repeat_interleave(half)
+        view_a = [item for patches in groups_patches for item in patches[:half]]
+        view_b = [item for patches in groups_patches for item in patches[half:]]
         return {
-            "mel_a": mel_a,
-            "mel_b": mel_b,
-            "groups": groups,
+            "mel_a": torch.stack([patch for _, patch in view_a]),
+            "mel_b": torch.stack([patch for _, patch in view_b]),
+            "groups": torch.arange(len(groups_patches), dtype=torch.int64).repeat_interleave(half),
+            "tracks_a": torch.tensor([tid for tid, _ in view_a], dtype=torch.int64),
+            "tracks_b": torch.tensor([tid for tid, _ in view_b], dtype=torch.int64),
+            "playlists": torch.tensor(chosen_pids, dtype=torch.int64),
             "step": int(step),
             "skipped_tracks": new_bad,
             "skipped_playlists": new_bad_playlists,
