@@ -302,6 +302,7 @@ def evaluate_experiment(
             seed=int(data.get("seed", 0)),
             validation_fraction=float(data.get("validation_fraction", 0.1)),
             heldout_track_fraction=float(data.get("heldout_track_fraction", 0.2)),
+            min_tracks=int(data.get("min_tracks", 2)),
         )
         playlists_of = database.track_playlists(conn)
         meta = {int(r["id"]): r for r in database.tracks(conn, emb.track_ids.tolist())}

@@ -96,3 +96,52 @@ def test_evaluation_table_shape():
     row = df[(df.method == "trained-projections") & (df.scope == "catalogue")].iloc[0]
     assert row["playlist_precision@5"] == 0.4
     json.dumps(results)  # plain data
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_embed_index_recommend_evaluate_chain(tmp_path, capsys):
+    from retrieval_corpus import build_corpus, train_tiny_experiment
+
+    from spotifai import database
+    from spotifai.cli import main
+    from spotifai.embed import load_embeddings
+
+    corpus = build_corpus(tmp_path / "corpus", n_tracks=16)
+    exp = train_tiny_experiment(tmp_path / "exp", corpus.db)
+    assert main(["embed", str(exp), "--batch-size", "16", "--workers", "0"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["embedded"] == 16 and summary["failed"] == 2
+    assert main(["index", str(exp)]) == 0
+    capsys.readouterr()
+    tid = corpus.track_ids[0]
+    assert main(["recommend", str(exp), str(tid), "-k", "3"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert len(recs) == 3 and tid not in [r["track_id"] for r in recs]
+    assert main(["recommend", str(exp), "999999"]) == 2  # unknown track: one clear error
+    assert "999999" in capsys.readouterr().err
+
+    assert main(["evaluate", str(exp), "--workers", "0"]) == 0
+    results = json.loads((exp / ev.EVALUATION_FILE).read_text())
+    conn = database.connect(corpus.db)
+    split = database.split(conn, seed=0, validation_fraction=0.0, heldout_track_fraction=0.25)
+    conn.close()
+    embedded = set(load_embeddings(exp).track_ids.tolist())
+    assert results["n_heldout"] == len(set(split.heldout_tracks) & embedded) >= 2
+    assert results["n_catalogue"] == 16
+    assert set(results["methods"]) == {
+        "trained-projections", "trained-features", "random-projections", "random-features", "logmel-stats"
+    }
+    for scopes in results["methods"].values():
+        assert set(scopes) == {"heldout", "catalogue"}
+        cat = scopes["catalogue"]
+        assert cat["candidates"] == 15
+        for key in ("playlist_precision@5", "playlist_recall@10", "playlist_map", "artist_precision@5"):
+            assert 0.0 <= cat[key] <= 1.0
+    df = ev.evaluation_table(results)
+    assert len(df) == 10 and "genre_precision@10" in df.columns
+    # a second evaluation reuses the cached baselines and gives the same numbers
+    again = ev.evaluate_experiment(exp, num_workers=0, progress=False)
+    assert again["methods"] == results["methods"]
