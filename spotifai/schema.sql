@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS tracks (
 );
 CREATE INDEX IF NOT EXISTS tracks_artist ON tracks(artist_id);
 CREATE INDEX IF NOT EXISTS tracks_album ON tracks(album_id);
+CREATE INDEX IF NOT EXISTS tracks_popularity ON tracks(popularity);    -- search: most popular matches first
 CREATE INDEX IF NOT EXISTS tracks_with_audio ON tracks(id) WHERE audio_path IS NOT NULL AND duration > 0;
 
 CREATE TABLE IF NOT EXISTS playlists (
