@@ -198,6 +198,63 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_ingest(sub) -> None:
+    p = sub.add_parser(
+        "ingest", help="add a music folder, M3U/CSV playlists or Million Playlist Dataset slices to the music DB"
+    )
+    p.add_argument("--db", type=Path, required=True, help="music database (created if missing)")
+    p.add_argument("--folder", type=Path, action="append", default=[], help="music folder (repeatable)")
+    p.add_argument("--m3u", type=Path, action="append", default=[], help="M3U/M3U8 playlist (repeatable)")
+    p.add_argument("--csv", type=Path, action="append", default=[], help="CSV playlists: playlist,path or playlist,artist,title")
+    p.add_argument("--mpd", type=Path, action="append", default=[], help="mpd.slice.*.json file or folder (repeatable)")
+    p.add_argument("--mpd-audio-map", type=Path, default=None, help="CSV/JSON mapping track_uri -> audio path")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
+
+    def run(args) -> int:
+        from spotifai import database, ingest
+
+        if not (args.folder or args.m3u or args.csv or args.mpd or args.mpd_audio_map):
+            raise ValueError("nothing to ingest: give --folder, --m3u, --csv, --mpd or --mpd-audio-map")
+        conn = database.connect(args.db)
+        try:
+            summary = ingest.ingest(
+                conn, folders=args.folder, m3u=args.m3u, csv_files=args.csv, mpd=args.mpd,
+                mpd_audio_map=args.mpd_audio_map, progress=sys.stderr.isatty(),
+            )
+            totals = database.counts(conn)
+        finally:
+            conn.close()
+        if args.json:
+            _print_json({"summary": summary.to_dict(), "database": totals})
+        else:
+            print(summary.to_text())
+            print("database: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+        return 1 if summary.sources_failed else 0
+
+    p.set_defaults(func=run)
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser("search", help="search tracks by title, artist and album (typo tolerant)")
+    p.add_argument("--db", type=Path, required=True, help="music database")
+    p.add_argument("query", help="words to look for, e.g. \"shoes arctic\"")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--offset", type=int, default=0)
+
+    def run(args) -> int:
+        from spotifai import database
+        from spotifai.search import search
+
+        conn = database.connect(args.db, readonly=True)
+        try:
+            _print_json(search(conn, args.query, limit=args.limit, offset=args.offset))
+        finally:
+            conn.close()
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 

@@ -1,0 +1,884 @@
+"""Fill the music DB from a music folder, M3U/M3U8 and CSV playlists, and Spotify Million Playlist Dataset slices.
+
+Sources and how they map to the DB (``spotifai/database.py``):
+
+* **Folder**: every ``.wav .flac .ogg .mp3 .m4a .opus`` below it becomes a track with ``uri = 'file:<abs path>'``
+  and ``audio_path = <abs path>``. Title / artist / album / genre come from the tags (mutagen), else from the
+  path ``Artist/Album/NN Title.ext``. Duration (seconds) comes from libsndfile (``soundfile.info``), which also
+  decodes the last frames to catch truncated files, else from mutagen (M4A). Unreadable files are skipped and
+  listed with the reason.
+* **M3U / M3U8**: one playlist per file (``source_key = 'm3u:<abs path>'``, name from ``#PLAYLIST:`` or the file
+  name). Entries: relative (to the playlist's folder) or absolute paths, ``file://`` URLs, Windows backslashes;
+  ``#EXTINF:<seconds>,<Artist> - <Title>`` is used when the path matches nothing. UTF-8 (BOM allowed), else
+  Latin-1; any line ending. An entry pointing at an audio file not yet in the DB adds that file as a track.
+* **CSV**: a header with ``playlist`` and ``path``, or ``playlist``, ``artist`` and ``title`` (both may be
+  present: the path is tried first). Rows of one playlist keep their order. ``source_key = 'csv:<file>:<name>'``.
+* **MPD**: ``mpd.slice.*.json`` files (or a folder of them): ``{"playlists": [{"pid", "name", "tracks": [{"pos",
+  "track_uri", "track_name", "artist_name", "album_name", "duration_ms"}]}]}``; ``source_key = 'mpd:<pid>'``.
+  Tracks are keyed by their Spotify URI and have no audio, unless an **audio map** (CSV with columns
+  ``track_uri,path`` or JSON ``{uri: path}`` / ``[{"track_uri", "path"}]``) gives a file for some of them.
+  A folder track (``file:`` URI) whose file is mapped to a Spotify track is merged into it.
+
+Guarantees:
+
+* Idempotent: ingesting the same sources again changes nothing (the summary then counts everything as
+  unchanged). Re-ingesting a changed playlist replaces its membership.
+* One transaction per source file (a folder counts as one source): a crash or a malformed file leaves the DB as
+  it was before that file. Invalid JSON aborts its file with the file and the position of the error; malformed
+  playlist lines are reported with file and line number and skipped; playlist entries that match no track are
+  counted and listed, never silently dropped.
+* After the sources, ``popularity`` of every track whose playlists changed is set to its number of playlist
+  entries (tracks in no playlist keep theirs).
+
+Speed: the MPD path keeps dicts of name/URI -> id for artists, albums, tracks and playlists for the whole run,
+assigns ids itself and writes each file with ``executemany`` (see ``bench/ingest.py``; target >= 200,000
+memberships/s). JSON is parsed with orjson.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mutagen
+import orjson
+import soundfile
+from tqdm import tqdm
+
+from spotifai import database
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus"})
+_SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".opus"})
+_TRACK_NUMBER = re.compile(r"^\s*(?:\d{1,2}[-.])?\d{1,3}\s*(?:[-._)]\s*|\s+)(?=\S)")
+_EXTINF = re.compile(r"^#EXTINF\s*:\s*(-?\d+(?:\.\d*)?)\b[^,]*,(.*)$", re.IGNORECASE)
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")
+_MAX_LISTED = 1000  # per list in the summary: further items are counted, not listed
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+@dataclass
+class IngestSummary:
+    """What an ingestion run did. ``skipped``: (path, reason) of unreadable audio files; ``unmatched``:
+    (file, line or entry number, entry) of playlist entries that matched no track; ``errors``: malformed lines
+    and aborted files, each naming the file (and line or position)."""
+
+    tracks_added: int = 0
+    tracks_updated: int = 0
+    tracks_unchanged: int = 0
+    playlists_added: int = 0
+    playlists_updated: int = 0
+    playlists_unchanged: int = 0
+    memberships_written: int = 0
+    sources_ingested: int = 0
+    sources_failed: int = 0
+    skipped_files: int = 0
+    unmatched_entries: int = 0
+    error_count: int = 0
+    seconds: float = 0.0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    unmatched: list[tuple[str, int, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def playlists(self) -> int:
+        """Playlists written (added or replaced) in this run."""
+        return self.playlists_added + self.playlists_updated
+
+    def skip(self, path: str | Path, reason: str) -> None:
+        self.skipped_files += 1
+        if len(self.skipped) < _MAX_LISTED:
+            self.skipped.append((str(path), reason))
+        log.warning("skipped %s: %s", path, reason)
+
+    def unmatched_entry(self, file: str | Path, line: int, entry: str) -> None:
+        self.unmatched_entries += 1
+        if len(self.unmatched) < _MAX_LISTED:
+            self.unmatched.append((str(file), line, entry))
+        log.debug("%s:%d: no track matches %r", file, line, entry)
+
+    def error(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < _MAX_LISTED:
+            self.errors.append(message)
+        log.warning("%s", message)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["playlists"] = self.playlists
+        return d
+
+    def to_text(self) -> str:
+        lines = [
+            f"tracks: {self.tracks_added} added, {self.tracks_updated} updated, {self.tracks_unchanged} unchanged",
+            f"playlists: {self.playlists_added} added, {self.playlists_updated} updated,"
+            f" {self.playlists_unchanged} unchanged; {self.memberships_written} memberships written",
+            f"sources: {self.sources_ingested} ingested, {self.sources_failed} failed; {self.seconds:.1f} s",
+            f"skipped audio files: {self.skipped_files}",
+            *(f"  {path}: {reason}" for path, reason in self.skipped),
+            f"unmatched playlist entries: {self.unmatched_entries}",
+            *(f"  {file}:{line}: {entry}" for file, line, entry in self.unmatched[:50]),
+            f"errors: {self.error_count}",
+            *(f"  {message}" for message in self.errors),
+        ]
+        if self.unmatched_entries > 50:
+            lines.insert(lines.index(f"errors: {self.error_count}"), f"  … {self.unmatched_entries - 50} more")
+        return "\n".join(lines)
+
+    __str__ = to_text
+
+
+# ------------------------------------------------------------------------------------------- audio files
+
+
+class UnreadableAudio(Exception):
+    """An audio file that cannot be used; ``str()`` is the reason."""
+
+
+@dataclass(frozen=True)
+class AudioFileInfo:
+    """Metadata of one audio file: duration in seconds, tags or path-derived names (None when unknown)."""
+
+    title: str
+    artist: str | None
+    album: str | None
+    genre: str | None
+    duration: float
+
+
+def _first_tag(tags, *keys: str) -> str | None:
+    if tags is None:
+        return None
+    for key in keys:
+        try:
+            value = tags.get(key)
+        except (KeyError, ValueError, TypeError):
+            continue
+        if value is None:
+            continue
+        if hasattr(value, "text"):  # an ID3 frame
+            value = value.text
+        if isinstance(value, list | tuple):
+            value = value[0] if value else None
+        if value is not None and str(value).strip():
+            return str(value).strip()
+    return None
+
+
+def _names_from_path(path: Path, root: Path | None) -> tuple[str, str | None, str | None]:
+    """(title, artist, album) from ``Artist/Album/NN Title.ext`` below ``root``."""
+    try:
+        parents = path.relative_to(root).parts[:-1] if root else ()
+    except ValueError:
+        parents = ()
+    if not parents and root is None:
+        parents = path.parts[-3:-1]
+    title = _TRACK_NUMBER.sub("", path.stem).strip() or path.stem
+    artist = album = None
+    if len(parents) >= 2:
+        artist, album = parents[-2], parents[-1]
+    elif len(parents) == 1:
+        artist = parents[0]
+    if artist is None and " - " in title:
+        artist, title = (s.strip() for s in title.split(" - ", 1))
+    return title, artist, album
+
+
+def _duration(path: Path) -> float | None:
+    """Seconds of audio per libsndfile, after decoding the last frames (catches truncated files); None when
+    libsndfile cannot open the format. Raises UnreadableAudio when the file is damaged."""
+    if path.suffix.lower() not in _SOUNDFILE_EXTENSIONS:
+        return None
+    try:
+        with soundfile.SoundFile(str(path)) as f:
+            frames, rate = f.frames, f.samplerate
+            if frames <= 0 or rate <= 0:
+                raise UnreadableAudio("no audio frames")
+            tail = min(frames, 4096)
+            if f.seekable():
+                f.seek(frames - tail)
+            else:
+                tail = frames
+            got = len(f.read(tail, dtype="float32"))
+            if got < tail * 0.99:
+                raise UnreadableAudio(f"truncated: header says {frames} frames, decoding stops before the end")
+            return frames / rate
+    except UnreadableAudio:
+        raise
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        if path.suffix.lower() in {".mp3", ".opus"}:
+            return None  # let mutagen try (some MP3 / Opus variants libsndfile does not take)
+        raise UnreadableAudio(f"cannot decode ({exc})") from exc
+
+
+def read_audio_file(path: str | Path, root: str | Path | None = None) -> AudioFileInfo:
+    """Tags and duration of one audio file. Names missing from the tags are taken from the path below
+    ``root`` (``Artist/Album/NN Title.ext``). Raises :class:`UnreadableAudio` with the reason."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise UnreadableAudio("empty file")
+    except OSError as exc:
+        raise UnreadableAudio(f"cannot read ({exc.strerror or exc})") from exc
+    try:
+        tagged = mutagen.File(str(path), easy=True)
+    except Exception as exc:  # mutagen raises many types for damaged files
+        tagged = None
+        tag_error = f"{type(exc).__name__}: {exc}"
+    else:
+        tag_error = None
+    duration = _duration(path)
+    if duration is None:
+        length = getattr(getattr(tagged, "info", None), "length", None)
+        if not length or length <= 0:
+            raise UnreadableAudio(f"not a readable audio file{f' ({tag_error})' if tag_error else ''}")
+        duration = float(length)
+    tags = getattr(tagged, "tags", None)
+    title, artist, album = _names_from_path(path, Path(root) if root is not None else None)
+    return AudioFileInfo(
+        title=_first_tag(tags, "title", "TIT2", "\xa9nam") or title,
+        artist=_first_tag(tags, "artist", "TPE1", "albumartist", "\xa9ART") or artist,
+        album=_first_tag(tags, "album", "TALB", "\xa9alb") or album,
+        genre=_first_tag(tags, "genre", "TCON", "\xa9gen"),
+        duration=round(duration, 6),
+    )
+
+
+# -------------------------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception)."""
+    if conn.in_transaction:
+        conn.commit()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    else:
+        conn.commit()
+
+
+def _norm(text: str | None) -> str:
+    return " ".join((text or "").casefold().split())
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _mpd_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(path.glob("mpd.slice.*.json")) or sorted(path.glob("*.json"))
+        if not files:
+            raise FileNotFoundError(f"{path}: no mpd.slice.*.json files in this folder")
+        return files
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    return [path]
+
+
+# ------------------------------------------------------------------------------------------- ingester
+
+
+class Ingester:
+    """Ingests sources into one open DB connection; keeps lookup caches for the whole run.
+
+    Call the source methods (:meth:`folder`, :meth:`m3u`, :meth:`csv`, :meth:`mpd`, :meth:`audio_map`) in any
+    order, then :meth:`finish` (updates popularity, returns the summary)."""
+
+    def __init__(self, conn: sqlite3.Connection, *, progress: bool = False) -> None:
+        self.conn = conn
+        self.progress = progress
+        self.summary = IngestSummary()
+        self._start = time.perf_counter()
+        self._touched: set[int] = set()  # tracks whose playlist count may have changed
+        self._by_audio: dict[str, int] | None = None  # audio path -> track id
+        self._by_tail: dict[str, int | None] | None = None  # last 2 path parts, lower case -> id (None: ambiguous)
+        self._by_name: dict[tuple[str, str], int] | None = None  # (artist, title) normalized -> id
+        self._mpd: _MpdCaches | None = None
+
+    # ---- caches (dropped after a rolled-back transaction: they may hold ids that no longer exist)
+
+    def _reset_caches(self) -> None:
+        self._by_audio = self._by_tail = self._by_name = None
+        self._mpd = None
+
+    def _audio_index(self) -> dict[str, int]:
+        if self._by_audio is None:
+            self._by_audio = {
+                r[0]: r[1] for r in self.conn.execute("SELECT audio_path, id FROM tracks WHERE audio_path IS NOT NULL")
+            }
+        return self._by_audio
+
+    def _tail_index(self) -> dict[str, int | None]:
+        if self._by_tail is None:
+            self._by_tail = {}
+            for audio_path, tid in self._audio_index().items():
+                self._add_tail(audio_path, tid)
+        return self._by_tail
+
+    def _add_tail(self, audio_path: str, tid: int) -> None:
+        if self._by_tail is None:
+            return
+        key = "/".join(Path(audio_path).parts[-2:]).lower()
+        self._by_tail[key] = tid if self._by_tail.get(key, tid) == tid else None
+
+    def _name_index(self) -> dict[tuple[str, str], int]:
+        if self._by_name is None:
+            self._by_name = {}
+            rows = self.conn.execute(
+                "SELECT t.id, ar.name, t.title, t.audio_path IS NOT NULL FROM tracks t"
+                " LEFT JOIN artists ar ON ar.id = t.artist_id ORDER BY t.audio_path IS NULL, t.id"
+            )
+            for tid, artist, title, _ in rows:  # tracks with audio first: they win ties
+                self._by_name.setdefault((_norm(artist), _norm(title)), tid)
+        return self._by_name
+
+    def _remember(self, tid: int, audio_path: str | None, artist: str | None, title: str) -> None:
+        if audio_path and self._by_audio is not None:
+            self._by_audio[audio_path] = tid
+        if audio_path:
+            self._add_tail(audio_path, tid)
+        if self._by_name is not None:
+            self._by_name.setdefault((_norm(artist), _norm(title)), tid)
+
+    def _run_source(self, label: str, work) -> bool:
+        """Run ``work()`` as one transaction; an unexpected error rolls it back and is reported."""
+        try:
+            with _transaction(self.conn):
+                work()
+        except (OSError, ValueError, sqlite3.DatabaseError) as exc:
+            self._reset_caches()
+            self.summary.sources_failed += 1
+            self.summary.error(f"{label}: {exc} (nothing from this file was written)")
+            return False
+        self.summary.sources_ingested += 1
+        return True
+
+    # ---- tracks and playlists
+
+    def _file_track(self, path: Path, info: AudioFileInfo) -> int:
+        """Add or update the track of audio file ``path`` (absolute); returns its id."""
+        audio_path = str(path)
+        s = self.summary
+        tid = self._audio_index().get(audio_path)
+        if tid is None:
+            row = self.conn.execute("SELECT id FROM tracks WHERE uri = ?", ("file:" + audio_path,)).fetchone()
+            tid = row[0] if row else None
+        before = database.track(self.conn, tid) if tid is not None else None
+        if before is None:
+            tid = database.upsert_track(
+                self.conn, uri="file:" + audio_path, title=info.title, artist=info.artist, album=info.album,
+                audio_path=audio_path, duration=info.duration, genre=info.genre,
+            )
+            s.tracks_added += 1
+        elif before["uri"].startswith("file:"):
+            new = {"title": info.title, "artist": info.artist, "album": info.album, "genre": info.genre,
+                   "audio_path": audio_path, "duration": info.duration}
+            if all(v is None or before[k] == v for k, v in new.items()):
+                s.tracks_unchanged += 1
+            else:
+                database.upsert_track(self.conn, uri=before["uri"], **new)
+                s.tracks_updated += 1
+        else:  # a track of a playlist dataset that this file is the audio of: keep its names, refresh the audio
+            if before["audio_path"] == audio_path and before["duration"] == info.duration:
+                s.tracks_unchanged += 1
+            else:
+                self.conn.execute(
+                    "UPDATE tracks SET audio_path = ?, duration = ? WHERE id = ?", (audio_path, info.duration, tid)
+                )
+                s.tracks_updated += 1
+        self._remember(tid, audio_path, info.artist, info.title)
+        return tid
+
+    def _write_playlist(self, source_key: str, name: str, track_ids: Sequence[int]) -> None:
+        s = self.summary
+        row = self.conn.execute("SELECT id, name FROM playlists WHERE source_key = ?", (source_key,)).fetchone()
+        if row is not None:
+            old = [r[0] for r in self.conn.execute(
+                "SELECT track_id FROM playlist_tracks WHERE playlist_id = ? ORDER BY position", (row[0],))]
+            if old == list(track_ids) and row[1] == name:
+                s.playlists_unchanged += 1
+                return
+            self._touched.update(old)
+            s.playlists_updated += 1
+        else:
+            s.playlists_added += 1
+        database.upsert_playlist(self.conn, source_key, name, track_ids)
+        s.memberships_written += len(track_ids)
+        self._touched.update(track_ids)
+
+    def _resolve(self, base: Path, entry: str, extinf: str | None = None) -> int | None:
+        """Track id for a playlist entry (a path relative to ``base`` or absolute, a file:// URL), else by the
+        ``Artist - Title`` of an #EXTINF line; None when nothing matches."""
+        entry = entry.strip()
+        tid = None
+        if entry:
+            if entry.lower().startswith("file://"):
+                entry = urllib.parse.unquote(urllib.parse.urlparse(entry).path)
+            if not _URL.match(entry):
+                entry = entry.replace("\\", "/")
+                windows = re.match(r"^[a-zA-Z]:/", entry) is not None
+                path = Path(entry) if (entry.startswith("/") or windows) else base / entry
+                if not windows:
+                    path = path.resolve()
+                    tid = self._audio_index().get(str(path))
+                    if tid is None and path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
+                        try:
+                            tid = self._file_track(path, read_audio_file(path, root=path.parent.parent.parent))
+                        except UnreadableAudio as exc:
+                            self.summary.skip(path, str(exc))
+                            return None
+                if tid is None:
+                    tid = self._tail_index().get("/".join(path.parts[-2:]).lower())
+        if tid is None and extinf and " - " in extinf:
+            artist, title = extinf.split(" - ", 1)
+            tid = self._name_index().get((_norm(artist), _norm(title)))
+        return tid
+
+    # ---- sources
+
+    def folder(self, root: str | Path) -> None:
+        """Ingest every audio file below ``root`` (one transaction)."""
+        root = Path(root).resolve()
+        if not root.is_dir():
+            self.summary.sources_failed += 1
+            self.summary.error(f"{root}: not a folder")
+            return
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+        infos: list[tuple[Path, AudioFileInfo]] = []
+        for path in tqdm(files, desc=f"reading {root.name}", unit="file", disable=not self.progress):
+            try:
+                infos.append((path, read_audio_file(path, root)))
+            except UnreadableAudio as exc:
+                self.summary.skip(path, str(exc))
+
+        def work() -> None:
+            for path, info in infos:
+                self._file_track(path, info)
+
+        self._run_source(str(root), work)
+
+    def m3u(self, path: str | Path) -> None:
+        """Ingest one M3U / M3U8 playlist (one transaction)."""
+        path = Path(path).resolve()
+        try:
+            text = _read_text(path)
+        except OSError as exc:
+            self.summary.sources_failed += 1
+            self.summary.error(f"{path}: cannot read ({exc.strerror or exc})")
+            return
+        name = path.stem
+        entries: list[tuple[int, str, str | None]] = []
+        extinf: str | None = None
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line:
+                continue
+            if "\x00" in line:
+                self.summary.error(f"{path}:{lineno}: malformed line (NUL byte)")
+                continue
+            if line.startswith("#"):
+                upper = line.upper()
+                if upper.startswith("#EXTINF"):
+                    m = _EXTINF.match(line)
+                    if m is None:
+                        self.summary.error(f"{path}:{lineno}: malformed #EXTINF line (expected #EXTINF:<seconds>,<title>)")
+                    extinf = m.group(2).strip() if m else None
+                elif upper.startswith("#PLAYLIST:"):
+                    name = line[len("#PLAYLIST:") :].strip() or name
+                continue
+            entries.append((lineno, line, extinf))
+            extinf = None
+
+        def work() -> None:
+            ids = []
+            for lineno, entry, info in entries:
+                tid = self._resolve(path.parent, entry, info)
+                if tid is None:
+                    self.summary.unmatched_entry(path, lineno, entry)
+                else:
+                    ids.append(tid)
+            self._write_playlist(f"m3u:{path}", name, ids)
+
+        self._run_source(str(path), work)
+
+    def csv(self, path: str | Path) -> None:
+        """Ingest a CSV of playlists (columns playlist + path, or playlist + artist + title; one transaction)."""
+        path = Path(path).resolve()
+        s = self.summary
+        try:
+            text = _read_text(path)
+        except OSError as exc:
+            s.sources_failed += 1
+            s.error(f"{path}: cannot read ({exc.strerror or exc})")
+            return
+        reader = csv.reader(io.StringIO(text, newline=""))
+        try:
+            header = [h.strip().lower() for h in next(reader, [])]
+            col = {h: i for i, h in enumerate(header) if h}
+            if "playlist" not in col or ("path" not in col and not {"artist", "title"} <= col.keys()):
+                raise ValueError(
+                    f"{path}:1: CSV header needs columns playlist and path, or playlist, artist and title"
+                    f" (found: {', '.join(header) or 'nothing'})"
+                )
+            rows: list[tuple[int, list[str]]] = []
+            for row in reader:
+                lineno = reader.line_num
+                if not row or not any(c.strip() for c in row):
+                    continue
+                if len(row) != len(header):
+                    s.error(f"{path}:{lineno}: expected {len(header)} fields, found {len(row)}")
+                    continue
+                rows.append((lineno, row))
+        except csv.Error as exc:
+            s.sources_failed += 1
+            s.error(f"{path}:{reader.line_num}: malformed CSV ({exc}); nothing from this file was written")
+            return
+        except ValueError as exc:
+            s.sources_failed += 1
+            s.error(str(exc))
+            return
+
+        def get(row: list[str], name: str) -> str:
+            return row[col[name]].strip() if name in col else ""
+
+        def work() -> None:
+            playlists: dict[str, list[int]] = {}
+            for lineno, row in rows:
+                name, entry, artist, title = get(row, "playlist"), get(row, "path"), get(row, "artist"), get(row, "title")
+                if not name:
+                    s.error(f"{path}:{lineno}: empty playlist name")
+                    continue
+                if not entry and not title:
+                    s.error(f"{path}:{lineno}: neither a path nor a title")
+                    continue
+                tid = self._resolve(path.parent, entry) if entry else None
+                if tid is None and title:
+                    tid = self._name_index().get((_norm(artist), _norm(title)))
+                members = playlists.setdefault(name, [])
+                if tid is None:
+                    s.unmatched_entry(path, lineno, entry or f"{artist} - {title}")
+                else:
+                    members.append(tid)
+            for name, ids in playlists.items():
+                self._write_playlist(f"csv:{path}:{name}", name, ids)
+
+        self._run_source(str(path), work)
+
+    def mpd(self, path: str | Path) -> None:
+        """Ingest a Million Playlist Dataset slice, or every ``mpd.slice.*.json`` in a folder (one transaction
+        per file)."""
+        files = _mpd_files(Path(path))
+        for file in tqdm(files, desc="MPD slices", unit="file", disable=not self.progress or len(files) < 2):
+            self.mpd_file(file)
+
+    def mpd_file(self, path: str | Path) -> None:
+        path = Path(path).resolve()
+        s = self.summary
+        try:
+            data = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            s.sources_failed += 1
+            s.error(f"{path}: cannot read ({exc.strerror or exc})")
+            return
+        except orjson.JSONDecodeError as exc:
+            s.sources_failed += 1
+            s.error(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno} (char {exc.pos}): {exc.msg};"
+                    " nothing from this file was written")
+            return
+        playlists = data.get("playlists") if isinstance(data, dict) else None
+        if not isinstance(playlists, list):
+            s.sources_failed += 1
+            s.error(f"{path}: not an MPD slice (no top-level \"playlists\" list)")
+            return
+        if self._mpd is None:
+            self._mpd = _MpdCaches.load(self.conn)
+        self._run_source(str(path), lambda: self._mpd_write(path, playlists))
+
+    def _mpd_write(self, path: Path, playlists: list) -> None:
+        conn, s, c = self.conn, self.summary, self._mpd
+        assert c is not None
+        next_artist, next_album, next_track, next_playlist = (
+            int(conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {t}").fetchone()[0]) + 1
+            for t in ("artists", "albums", "tracks", "playlists")
+        )
+        artists, albums, tracks, playlist_ids = c.artists, c.albums, c.tracks, c.playlists
+        new_artists: list[tuple[int, str]] = []
+        new_albums: list[tuple[int, str, int | None]] = []
+        new_tracks: list[tuple] = []
+        changed_tracks: list[tuple] = []
+        new_playlists: list[tuple[int, str, str]] = []
+        renamed: list[tuple[str, int]] = []
+        replaced: list[int] = []
+        members: list[tuple[int, int, int]] = []
+        in_file: dict[str, int] = {}  # uri -> id, tracks already handled in this file
+        unchanged_tracks = 0
+        for index, pl in enumerate(playlists):
+            if not isinstance(pl, dict) or not isinstance(pl.get("tracks"), list) or pl.get("pid") is None:
+                s.error(f"{path}: playlist #{index}: not an object with \"pid\" and a \"tracks\" list; skipped")
+                continue
+            key = f"mpd:{pl['pid']}"
+            name = str(pl.get("name") or key)
+            items = pl["tracks"]
+            try:
+                items = sorted(items, key=lambda t: t["pos"]) if items and "pos" in items[0] else items
+            except (KeyError, TypeError):
+                pass
+            tids: list[int] = []
+            for item in items:
+                uri = item.get("track_uri") if isinstance(item, dict) else None
+                tid = in_file.get(uri)
+                if tid is None:
+                    if not isinstance(uri, str) or not uri:
+                        s.error(f"{path}: playlist {pl['pid']}: a track without \"track_uri\"; skipped")
+                        continue
+                    artist = item.get("artist_name") or None
+                    aid = None
+                    if artist is not None:
+                        aid = artists.get(artist)
+                        if aid is None:
+                            aid = artists[artist] = next_artist
+                            next_artist += 1
+                            new_artists.append((aid, artist))
+                    album = item.get("album_name") or None
+                    alid = None
+                    if album is not None:
+                        alid = albums.get((album, aid))
+                        if alid is None:
+                            alid = albums[(album, aid)] = next_album
+                            next_album += 1
+                            new_albums.append((alid, album, aid))
+                    title = str(item.get("track_name") or uri)
+                    rec = tracks.get(uri)
+                    if rec is None:
+                        tid = next_track
+                        next_track += 1
+                        tracks[uri] = (tid, title, aid, alid)
+                        ms = item.get("duration_ms")
+                        new_tracks.append((tid, uri, title, aid, alid, ms / 1000 if isinstance(ms, int | float) and ms > 0 else None))
+                    else:
+                        tid = rec[0]
+                        if rec[1:] != (title, aid, alid):
+                            tracks[uri] = (tid, title, aid, alid)
+                            changed_tracks.append((title, aid, alid, tid))
+                        else:
+                            unchanged_tracks += 1
+                    in_file[uri] = tid
+                tids.append(tid)
+            pid = playlist_ids.get(key)
+            if pid is None:
+                pid = playlist_ids[key] = next_playlist
+                next_playlist += 1
+                new_playlists.append((pid, key, name))
+                s.playlists_added += 1
+            else:
+                row = conn.execute("SELECT name FROM playlists WHERE id = ?", (pid,)).fetchone()
+                old = [r[0] for r in conn.execute(
+                    "SELECT track_id FROM playlist_tracks WHERE playlist_id = ? ORDER BY position", (pid,))]
+                if old == tids and row is not None and row[0] == name:
+                    s.playlists_unchanged += 1
+                    continue
+                if row is not None and row[0] != name:
+                    renamed.append((name, pid))
+                replaced.append(pid)
+                self._touched.update(old)
+                s.playlists_updated += 1
+            members.extend((pid, pos, tid) for pos, tid in enumerate(tids))
+            self._touched.update(tids)
+        conn.executemany("INSERT INTO artists(id, name) VALUES (?, ?)", new_artists)
+        conn.executemany("INSERT INTO albums(id, title, artist_id) VALUES (?, ?, ?)", new_albums)
+        conn.executemany(
+            "INSERT INTO tracks(id, uri, title, artist_id, album_id, duration) VALUES (?, ?, ?, ?, ?, ?)", new_tracks
+        )
+        conn.executemany("UPDATE tracks SET title = ?, artist_id = ?, album_id = ? WHERE id = ?", changed_tracks)
+        conn.executemany("INSERT INTO playlists(id, source_key, name) VALUES (?, ?, ?)", new_playlists)
+        conn.executemany("UPDATE playlists SET name = ? WHERE id = ?", renamed)
+        conn.executemany("DELETE FROM playlist_tracks WHERE playlist_id = ?", ((p,) for p in replaced))
+        conn.executemany("INSERT INTO playlist_tracks(playlist_id, position, track_id) VALUES (?, ?, ?)", members)
+        s.tracks_added += len(new_tracks)
+        s.tracks_updated += len(changed_tracks)
+        s.tracks_unchanged += unchanged_tracks
+        s.memberships_written += len(members)
+
+    def audio_map(self, path: str | Path) -> None:
+        """Give Spotify tracks their audio: a CSV (``track_uri,path``) or JSON (``{uri: path}`` or
+        ``[{"track_uri", "path"}]``) mapping; relative paths are relative to the mapping file (one transaction)."""
+        path = Path(path).resolve()
+        s = self.summary
+        pairs: list[tuple[int, str, str]] = []  # (line or entry number, uri, audio path)
+        try:
+            if path.suffix.lower() == ".json":
+                try:
+                    data = orjson.loads(path.read_bytes())
+                except orjson.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}"
+                                     f" (char {exc.pos}): {exc.msg}") from None
+                items = data.items() if isinstance(data, dict) else (
+                    (d.get("track_uri"), d.get("path") or d.get("audio_path")) if isinstance(d, dict) else (None, None)
+                    for d in (data if isinstance(data, list) else [])
+                )
+                for n, (uri, audio) in enumerate(items, 1):
+                    if isinstance(uri, str) and isinstance(audio, str) and uri and audio:
+                        pairs.append((n, uri, audio))
+                    else:
+                        s.error(f"{path}: entry {n}: expected a track_uri and a path")
+            else:
+                reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+                for row in reader:
+                    if not row or not any(c.strip() for c in row):
+                        continue
+                    if reader.line_num == 1 and row[0].strip().lower() in {"track_uri", "uri"}:
+                        continue
+                    if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                        s.error(f"{path}:{reader.line_num}: expected track_uri,path")
+                        continue
+                    pairs.append((reader.line_num, row[0].strip(), row[1].strip()))
+        except (OSError, ValueError, csv.Error) as exc:
+            s.sources_failed += 1
+            s.error(f"{path}: {exc}" if not str(exc).startswith(str(path)) else str(exc))
+            return
+
+        def work() -> None:
+            for n, uri, audio in pairs:
+                row = self.conn.execute("SELECT id FROM tracks WHERE uri = ?", (uri,)).fetchone()
+                if row is None:
+                    s.unmatched_entry(path, n, uri)
+                    continue
+                tid = row[0]
+                audio_path = Path(audio.replace("\\", "/"))
+                audio_path = (audio_path if audio_path.is_absolute() else path.parent / audio_path).resolve()
+                try:
+                    info = read_audio_file(audio_path)
+                except UnreadableAudio as exc:
+                    s.skip(audio_path, str(exc))
+                    continue
+                holder = self.conn.execute(
+                    "SELECT id, uri FROM tracks WHERE audio_path = ? AND id != ?", (str(audio_path), tid)
+                ).fetchone()
+                if holder is not None:
+                    if not holder[1].startswith("file:"):
+                        s.error(f"{path}:{n}: {audio_path} is already the audio of {holder[1]}; skipped")
+                        continue
+                    # The folder scan made a track of this file: merge it into the Spotify track.
+                    self.conn.execute("UPDATE playlist_tracks SET track_id = ? WHERE track_id = ?", (tid, holder[0]))
+                    self.conn.execute("DELETE FROM tracks WHERE id = ?", (holder[0],))
+                    self._touched.add(tid)
+                    self._touched.discard(holder[0])
+                    self._reset_caches()
+                cur = self.conn.execute(
+                    "UPDATE tracks SET audio_path = ?, duration = ? WHERE id = ? AND (audio_path IS NOT ? OR duration IS NOT ?)",
+                    (str(audio_path), info.duration, tid, str(audio_path), info.duration),
+                )
+                if cur.rowcount:
+                    s.tracks_updated += 1
+                    if self._by_audio is not None:
+                        self._by_audio[str(audio_path)] = tid
+                else:
+                    s.tracks_unchanged += 1
+
+        self._run_source(str(path), work)
+
+    # ---- end of run
+
+    def update_popularity(self) -> None:
+        """popularity = number of playlist entries, for every track whose playlists changed in this run."""
+        touched = sorted(self._touched)
+        if not touched:
+            return
+        with _transaction(self.conn):
+            if len(touched) > 20000:
+                counts = self.conn.execute(
+                    "SELECT track_id, COUNT(*) FROM playlist_tracks GROUP BY track_id").fetchall()
+                wanted = set(touched)
+                counts = [(n, t) for t, n in counts if t in wanted]
+            else:
+                counts = []
+                for start in range(0, len(touched), 900):
+                    chunk = touched[start : start + 900]
+                    marks = ",".join("?" * len(chunk))
+                    counts.extend(
+                        (n, t) for t, n in self.conn.execute(
+                            f"SELECT track_id, COUNT(*) FROM playlist_tracks WHERE track_id IN ({marks})"
+                            " GROUP BY track_id", chunk)
+                    )
+            self.conn.executemany(
+                "UPDATE tracks SET popularity = ? WHERE id = ? AND popularity IS NOT ?",
+                ((float(n), t, float(n)) for n, t in counts),
+            )
+        self._touched.clear()
+
+    def finish(self) -> IngestSummary:
+        """Update popularity and return the summary (with the elapsed seconds)."""
+        self.update_popularity()
+        self.summary.seconds = round(time.perf_counter() - self._start, 3)
+        return self.summary
+
+
+@dataclass
+class _MpdCaches:
+    artists: dict[str, int]
+    albums: dict[tuple[str, int | None], int]
+    tracks: dict[str, tuple[int, str, int | None, int | None]]  # uri -> (id, title, artist id, album id)
+    playlists: dict[str, int]  # source key -> id
+
+    @classmethod
+    def load(cls, conn: sqlite3.Connection) -> _MpdCaches:
+        return cls(
+            artists={r[0]: r[1] for r in conn.execute("SELECT name, id FROM artists")},
+            albums={(r[0], r[1]): r[2] for r in conn.execute("SELECT title, artist_id, id FROM albums")},
+            tracks={r[0]: (r[1], r[2], r[3], r[4]) for r in conn.execute(
+                "SELECT uri, id, title, artist_id, album_id FROM tracks")},
+            playlists={r[0]: r[1] for r in conn.execute("SELECT source_key, id FROM playlists")},
+        )
+
+
+def ingest(
+    conn: sqlite3.Connection,
+    *,
+    folders: Iterable[str | Path] = (),
+    m3u: Iterable[str | Path] = (),
+    csv_files: Iterable[str | Path] = (),
+    mpd: Iterable[str | Path] = (),
+    mpd_audio_map: str | Path | None = None,
+    progress: bool = False,
+) -> IngestSummary:
+    """Ingest all given sources into ``conn`` and return the summary.
+
+    Order: folders, MPD slices, the audio map, then M3U and CSV playlists (so that playlist entries can match
+    the tracks the other sources made). Missing MPD paths raise FileNotFoundError before anything is written;
+    every other problem is reported in the summary.
+    """
+    mpd_files = [f for p in mpd for f in _mpd_files(Path(p))]
+    ing = Ingester(conn, progress=progress)
+    for folder in folders:
+        ing.folder(folder)
+    for file in tqdm(mpd_files, desc="MPD slices", unit="file", disable=not progress or len(mpd_files) < 2):
+        ing.mpd_file(file)
+    if mpd_audio_map is not None:
+        ing.audio_map(mpd_audio_map)
+    for file in m3u:
+        ing.m3u(file)
+    for file in csv_files:
+        ing.csv(file)
+    return ing.finish()
