@@ -202,25 +202,27 @@ def _duration(path: Path) -> float | None:
     if path.suffix.lower() not in _SOUNDFILE_EXTENSIONS:
         return None
     try:
-        with soundfile.SoundFile(str(path)) as f:
-            frames, rate = f.frames, f.samplerate
-            if frames <= 0 or rate <= 0:
-                raise UnreadableAudio("no audio frames")
-            tail = min(frames, 4096)
+        f = soundfile.SoundFile(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        if path.suffix.lower() in {".mp3", ".opus"}:
+            return None  # let mutagen try (some MP3 / Opus variants libsndfile does not take)
+        raise UnreadableAudio(f"cannot decode ({exc})") from exc
+    with f:
+        frames, rate = f.frames, f.samplerate
+        if frames <= 0 or rate <= 0:
+            raise UnreadableAudio("no audio frames")
+        tail = min(frames, 4096)
+        try:
             if f.seekable():
                 f.seek(frames - tail)
             else:
                 tail = frames
             got = len(f.read(tail, dtype="float32"))
-            if got < tail * 0.99:
-                raise UnreadableAudio(f"truncated: header says {frames} frames, decoding stops before the end")
-            return frames / rate
-    except UnreadableAudio:
-        raise
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
-        if path.suffix.lower() in {".mp3", ".opus"}:
-            return None  # let mutagen try (some MP3 / Opus variants libsndfile does not take)
-        raise UnreadableAudio(f"cannot decode ({exc})") from exc
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            raise UnreadableAudio(f"truncated or damaged: the end cannot be decoded ({exc})") from exc
+        if got < tail * 0.99:
+            raise UnreadableAudio(f"truncated: the header says {frames} frames, decoding stops before the end")
+        return frames / rate
 
 
 def read_audio_file(path: str | Path, root: str | Path | None = None) -> AudioFileInfo:
