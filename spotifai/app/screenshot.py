@@ -95,7 +95,7 @@ def capture(
     query: str,
     *,
     width: int = 1280,
-    height: int = 820,
+    height: int = 900,
     executable_path: str = CHROMIUM,
     timeout_ms: int = 20_000,
 ) -> Path:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("figures/app.png"))
     parser.add_argument("--query", default=None, help="default: the most popular track's title")
     parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=820)
+    parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--chromium", default=CHROMIUM)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
