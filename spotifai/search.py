@@ -286,7 +286,11 @@ def search(conn: sqlite3.Connection, query: str, limit: int = 20, offset: int = 
     offset = max(int(offset), 0)
     if not query or limit == 0 or offset >= MAX_RESULTS:
         return []
-    query_words = list(dict.fromkeys(words(str(query)[:MAX_QUERY_CHARS])))[:MAX_QUERY_WORDS]
+    query = str(query)
+    if len(query) > MAX_QUERY_CHARS:  # cut at a word boundary
+        cut = query[:MAX_QUERY_CHARS]
+        query = cut.rsplit(None, 1)[0] if query[MAX_QUERY_CHARS].isalnum() and " " in cut.strip() else cut
+    query_words = list(dict.fromkeys(words(query)))[:MAX_QUERY_WORDS]
     if not query_words:
         return []
     vocab = _vocabulary(conn)
