@@ -14,7 +14,8 @@ HNSW settings favour recall. Chroma's defaults (ef_search 100, ef_construction 1
 gave a recall@10 of only 0.61 against exact search on 10k random 256-d vectors; :data:`DEFAULT_HNSW`
 (ef_search 200, ef_construction 200, max_neighbors 32) gave 0.955. They are set through the collection
 ``configuration`` (chromadb >= 1.0) and can be overridden per build; ``ef_search`` can be changed on an
-existing collection, the others require ``rebuild``.
+existing collection (``spotifai index EXP --ef-search N``; it applies to clients opened afterwards, as
+chromadb caches a loaded index per process), the others require ``rebuild``.
 
 Builds are idempotent and resumable: the collection's metadata records the checkpoint the vectors come
 from and a ``complete`` flag that is set to false first and to true last. A build upserts only the track
