@@ -1,0 +1,263 @@
+"""The training loop: config validation, learning, checkpoints, resume after SIGKILL, DDP (gloo), bad audio."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from synth_playlists import make_corpus
+
+from spotifai import train
+from spotifai.model import AudioEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("train_corpus"), n_playlists=10, tracks_per_playlist=5, seconds=2.5)
+
+
+def tiny_config(db, **sections) -> dict:
+    """A model and run small enough for a loaded 2-core machine."""
+    cfg = train.default_config(
+        db,
+        n_mels=32,
+        patch_frames=64,
+        model={"model_dim": 32, "projection_dim": 64, "n_layers": 1, "n_heads": 2, "ff_dim": 64},
+        optimizer={"learning_rate": 2e-3, "warmup_steps": 3},
+        training={"steps": 10, "batch_size": 4, "buffer_size": 4},
+        data={"validation_fraction": 0.25, "heldout_track_fraction": 0.1, "num_workers": 0,
+              "cache_dir": str(Path(db).parent / "cache")},  # shared by the tests: decode each file once
+        progress={"val_period": 5, "val_batches": 1, "save_period": 5, "checkpoint_period": 10, "loss_window": 5},
+    )
+    for section, values in sections.items():
+        cfg[section].update(values)
+    return cfg
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _check_history(experiment: Path, steps: int, window: int, val_period: int) -> None:
+    rows = train.read_history(experiment)
+    train_steps = [s for s, split, _ in rows if split == "train"]
+    val_steps = [s for s, split, _ in rows if split == "validation"]
+    assert train_steps == sorted(set(range(window, steps + 1, window)) | {steps})
+    assert val_steps == sorted(set(range(val_period, steps + 1, val_period)) | {steps})
+
+
+# --------------------------------------------------------------------------------------------- config
+
+
+def _set(cfg: dict, dotted: str, value) -> dict:
+    cfg = copy.deepcopy(cfg)
+    *path, last = dotted.split(".")
+    node = cfg
+    for part in path:
+        node = node[part]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return cfg
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("training.epochz", 3, "unknown key training.epochz"),
+        ("optimizer.grad_clip", _DELETE, "missing key optimizer.grad_clip"),
+        ("progress", _DELETE, "missing section 'progress'"),
+        ("extra", {}, "unknown section 'extra'"),
+        ("training.steps", "100", "training.steps: expected int"),
+        ("data.patch_cache", 1, "data.patch_cache: expected bool"),
+        ("training.batch_size", 3, "training.batch_size"),
+        ("training.batch_size", 0, "training.batch_size"),
+        ("training.buffer_size", 1, "training.buffer_size"),
+        ("training.precision", "fp8", "training.precision"),
+        ("data.validation_fraction", 1.5, "data.validation_fraction"),
+        ("model.n_heads", 3, "model"),
+        ("model.n_mels", 40, "model.n_mels"),
+        ("data.audio.hop", 3, "data.audio.hop"),
+        ("progress.save_period", 0, "progress.save_period"),
+    ],
+)
+def test_invalid_config_fails_before_training_naming_the_key(corpus, tmp_path, key, value, message):
+    bad = _set(tiny_config(corpus), key, value)
+    with pytest.raises(train.ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        train.train_model(tmp_path / "exp", config=bad)
+    assert not (tmp_path / "exp" / "config.json").exists()
+    # the same config in a config.json: the message names the file too
+    (tmp_path / "exp2").mkdir()
+    (tmp_path / "exp2" / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(train.ConfigError, match="config.json") as info:
+        train.load_config(tmp_path / "exp2")
+    assert key.split(".")[-1] in str(info.value)
+
+
+def test_impossible_data_fails_before_training(corpus, tmp_path):
+    long_patch = tiny_config(corpus)
+    long_patch["model"]["n_frames"] = long_patch["data"]["audio"]["patch_frames"] = 1000  # 10 s > 2.5 s tracks
+    with pytest.raises(train.ConfigError, match="data.audio.patch_frames"):
+        train.train_model(tmp_path / "a", config=long_patch, multi_processing=False)
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    few = make_corpus(tmp_path / "few", n_playlists=1, tracks_per_playlist=3)
+    with pytest.raises(train.ConfigError, match="data.min_tracks"):
+        train.train_model(tmp_path / "b", config=tiny_config(few), multi_processing=False)
+    missing = tiny_config(corpus)
+    missing["data"]["database"] = str(tmp_path / "nope.db")
+    with pytest.raises(train.ConfigError, match="data.database"):
+        train.train_model(tmp_path / "c", config=missing, multi_processing=False)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        train.train_model(tmp_path / "d")
+
+
+def test_overrides():
+    cfg = train.default_config("x.db", steps=7, model_dim=48, n_mels=40, patch_frames=100)
+    assert cfg["training"]["steps"] == 7 and cfg["model"]["model_dim"] == 48
+    assert cfg["model"]["n_mels"] == cfg["data"]["audio"]["n_mels"] == 40
+    assert cfg["model"]["n_frames"] == cfg["data"]["audio"]["patch_frames"] == 100
+    with pytest.raises(train.ConfigError, match="bogus"):
+        train.default_config("x.db", bogus=1)
+    train.validate_config(train.demo_config("x.db"))
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def test_run_writes_history_checkpoints_and_extends(corpus, tmp_path):
+    exp = tmp_path / "exp"
+    summary = train.train_model(exp, config=tiny_config(corpus), multi_processing=False)
+    assert summary["steps"] == 10 and summary["resumed_from"] == 0
+    assert summary["final_train_loss"] is not None and summary["last_validation_loss"] is not None
+    assert (exp / "checkpoints" / "latest.pt").exists() and (exp / "checkpoints" / "step_0000010.pt").exists()
+    assert not (exp / "checkpoints" / "step_0000005.pt").exists()  # save_period only updates latest.pt
+    assert not list(exp.rglob("*.tmp"))
+    _check_history(exp, 10, 5, 5)
+    config = json.loads((exp / "config.json").read_text())
+    assert not Path(config["data"]["database"]).is_absolute()  # relative to the experiment folder
+    assert (exp / config["data"]["database"]).resolve() == corpus.resolve()
+
+    model, info = train.load_encoder(exp)
+    assert isinstance(model, AudioEncoder) and not model.training
+    assert info["step"] == 10 and len(info["checkpoint_id"]) == 16 and info["audio"].n_mels == 32
+    with torch.no_grad():
+        feats, proj = model(torch.zeros(2, 32, 64))
+    assert feats.shape == (2, 32) and proj.shape == (2, 64)
+    _, info10 = train.load_encoder(exp, 10)
+    assert info10["checkpoint_id"] == info["checkpoint_id"]
+    with pytest.raises(FileNotFoundError, match="step_0000007"):
+        train.load_encoder(exp, 7)
+
+    # same config again: nothing to do; more steps: continues from 10
+    assert train.train_model(exp, multi_processing=False)["steps"] == 10
+    longer = tiny_config(corpus, training={"steps": 13})
+    summary = train.train_model(exp, config=longer, multi_processing=False)
+    assert summary["steps"] == 13 and summary["resumed_from"] == 10
+    steps = [(s, split) for s, split, _ in train.read_history(exp)]
+    assert len(steps) == len(set(steps)) and steps[-2:] == [(13, "train"), (13, "validation")]
+    changed = tiny_config(corpus, optimizer={"learning_rate": 0.1})
+    with pytest.raises(train.ConfigError, match="different config"):
+        train.train_model(exp, config=changed)
+
+
+@pytest.mark.slow
+def test_short_training_lowers_the_loss(corpus, tmp_path):
+    cfg = tiny_config(corpus, training={"steps": 60}, progress={"loss_window": 10, "val_period": 30})
+    summary = train.train_model(tmp_path / "exp", config=cfg, multi_processing=False)
+    losses = [loss for _, split, loss in train.read_history(tmp_path / "exp") if split == "train"]
+    assert len(losses) == 6
+    assert min(losses[-2:]) < 0.85 * losses[0], losses
+    assert summary["patches_per_second"] > 0
+
+
+def test_nonfinite_losses_skip_then_stop(corpus, tmp_path, monkeypatch, caplog):
+    calls = {"n": 0}
+
+    def sometimes_nan(z_a, z_b, groups, lambd):
+        calls["n"] += 1
+        value = (z_a.sum() + z_b.sum()) * 0.0 + 1.0
+        return value * float("nan") if calls["n"] > 2 else value
+
+    monkeypatch.setattr(train, "barlow_twins_loss", sometimes_nan)
+    cfg = tiny_config(corpus, training={"steps": 20, "max_nonfinite_steps": 3}, progress={"val_period": 0})
+    with pytest.raises(RuntimeError, match="3 non-finite losses in a row at step 5"):
+        train.train_model(tmp_path / "exp", config=cfg, multi_processing=False)
+    assert "non-finite loss" in caplog.text
+
+
+def test_corrupt_audio_is_skipped_and_counted(tmp_path):
+    db = make_corpus(tmp_path / "c", n_playlists=4, tracks_per_playlist=3, seconds=2.0, corrupt=1)
+    cfg = tiny_config(db, training={"steps": 4, "batch_size": 4},
+                      data={"validation_fraction": 0.0, "heldout_track_fraction": 0.0})
+    summary = train.train_model(tmp_path / "exp", config=cfg, multi_processing=False)
+    assert summary["steps"] == 4 and summary["skipped_tracks"] == 1 and summary["skipped_playlists"] == 0
+
+
+# ---------------------------------------------------------------------------------- resume and DDP
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_consistent_history(corpus, tmp_path):
+    exp = tmp_path / "exp"
+    steps = 100
+    cfg = tiny_config(corpus, training={"steps": steps},
+                      progress={"loss_window": 3, "save_period": 5, "checkpoint_period": 50, "val_period": 10})
+    train.create_experiment(exp, cfg)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spotifai.train", str(exp), "--no-multi-processing"],
+        cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (exp / "checkpoints" / "latest.pt").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint within 90 s"
+            time.sleep(0.05)
+        time.sleep(0.3)  # somewhere between two checkpoints, maybe while writing one
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    killed_at = max(s for s, _, _ in train.read_history(exp))
+    summary = train.train_model(exp, multi_processing=False)
+    assert 0 < summary["resumed_from"] < steps, (summary, killed_at)
+    assert summary["steps"] == steps
+    _check_history(exp, steps, 3, 10)
+    assert (exp / "checkpoints" / f"step_{steps:07d}.pt").exists()
+    assert train.load_encoder(exp)[1]["step"] == steps
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes(corpus, tmp_path):
+    exp = tmp_path / "exp"
+    train.create_experiment(exp, tiny_config(corpus, training={"steps": 6}, progress={"val_period": 3}))
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "spotifai.train", str(exp), "--no-multi-processing"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["world_size"] == 2 and summary["steps"] == 6
+    _check_history(exp, 6, 5, 3)
+    assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == ["latest.pt", "step_0000006.pt"]
+    assert len(list(exp.glob("history*"))) == 1
