@@ -255,6 +255,37 @@ def _add_search(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train (or resume) EXPERIMENT; with --database and no config.json yet, create it first",
+        description="Multi-process / multi-GPU: torchrun --nproc_per_node=N -m spotifai.train EXPERIMENT [...]",
+    )
+    p.add_argument("experiment", type=Path, help="experiment folder, e.g. experiments/demo")
+    p.add_argument("--database", type=Path, default=None, help="music DB for a new experiment")
+    p.add_argument("--demo", action="store_true", help="new experiment: the small CPU demo config")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false", help="train in fp32")
+    p.add_argument("--no-multi-processing", dest="multi_processing", action="store_false",
+                   help="make batches in the training process (no loader workers)")
+    p.add_argument("--steps", type=int, default=None, help="set training.steps (e.g. extend a finished run)")
+
+    def run(args) -> int:
+        import os
+
+        from spotifai import train
+
+        summary = train.train_command(
+            args.experiment, database=args.database, demo=args.demo, device=args.device,
+            mixed_precision=args.mixed_precision, multi_processing=args.multi_processing, steps=args.steps,
+        )
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 prints
+            _print_json(summary)
+        return 0
+
+    p.set_defaults(func=run)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
