@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
 import re
 import sqlite3
@@ -311,6 +312,9 @@ class Ingester:
     def __init__(self, conn: sqlite3.Connection, *, progress: bool = False) -> None:
         self.conn = conn
         self.progress = progress
+        # A large page cache keeps the membership index's hot pages in memory during big MPD runs (per
+        # connection; memory is only used as the DB grows).
+        conn.execute("PRAGMA cache_size = -262144")  # KiB: 256 MiB
         self.summary = IngestSummary()
         self._start = time.perf_counter()
         self._touched: set[int] = set()  # tracks whose playlist count may have changed
@@ -616,7 +620,16 @@ class Ingester:
             return
         if self._mpd is None:
             self._mpd = _MpdCaches.load(self.conn)
-        self._run_source(str(path), lambda: self._mpd_write(path, playlists))
+        # Every id written comes from the caches (built from the DB) or from rows inserted in the same
+        # transaction, so the per-row foreign-key lookups are redundant here; they cost a third of the time.
+        fk = self.conn.execute("PRAGMA foreign_keys").fetchone()[0]
+        if fk:
+            self.conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            self._run_source(str(path), lambda: self._mpd_write(path, playlists))
+        finally:
+            if fk:
+                self.conn.execute("PRAGMA foreign_keys = ON")
 
     def _mpd_write(self, path: Path, playlists: list) -> None:
         conn, s, c = self.conn, self.summary, self._mpd
@@ -644,11 +657,15 @@ class Ingester:
             name = str(pl.get("name") or key)
             items = pl["tracks"]
             try:
-                items = sorted(items, key=lambda t: t["pos"]) if items and "pos" in items[0] else items
+                if items and not (items[0]["pos"] == 0 and items[-1]["pos"] == len(items) - 1):
+                    items = sorted(items, key=lambda t: t["pos"])
             except (KeyError, TypeError):
-                pass
-            tids: list[int] = []
-            for item in items:
+                pass  # no (comparable) positions: keep the file's order
+            try:
+                tids = [in_file[t["track_uri"]] for t in items]  # fast path: tracks seen earlier in this file
+            except (KeyError, TypeError):
+                tids = []
+            for item in () if tids else items:
                 uri = item.get("track_uri") if isinstance(item, dict) else None
                 tid = in_file.get(uri)
                 if tid is None:
@@ -706,13 +723,22 @@ class Ingester:
                 replaced.append(pid)
                 self._touched.update(old)
                 s.playlists_updated += 1
-            members.extend((pid, pos, tid) for pos, tid in enumerate(tids))
+            members.extend(zip(itertools.repeat(pid, len(tids)), range(len(tids)), tids, strict=True))
             self._touched.update(tids)
         conn.executemany("INSERT INTO artists(id, name) VALUES (?, ?)", new_artists)
         conn.executemany("INSERT INTO albums(id, title, artist_id) VALUES (?, ?, ?)", new_albums)
+        defer = c.can_defer_search_index and len(new_tracks) > 100
+        if defer:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('search_index_deferred', '1')")
         conn.executemany(
             "INSERT INTO tracks(id, uri, title, artist_id, album_id, duration) VALUES (?, ?, ?, ?, ?, ?)", new_tracks
         )
+        if defer:
+            conn.execute(
+                "INSERT INTO track_search(rowid, title, artist, album)"
+                " SELECT id, title, artist, album FROM track_text WHERE id >= ?", (new_tracks[0][0],)
+            )
+            conn.execute("DELETE FROM meta WHERE key = 'search_index_deferred'")
         conn.executemany("UPDATE tracks SET title = ?, artist_id = ?, album_id = ? WHERE id = ?", changed_tracks)
         conn.executemany("INSERT INTO playlists(id, source_key, name) VALUES (?, ?, ?)", new_playlists)
         conn.executemany("UPDATE playlists SET name = ? WHERE id = ?", renamed)
@@ -843,10 +869,13 @@ class _MpdCaches:
     albums: dict[tuple[str, int | None], int]
     tracks: dict[str, tuple[int, str, int | None, int | None]]  # uri -> (id, title, artist id, album id)
     playlists: dict[str, int]  # source key -> id
+    can_defer_search_index: bool  # the insert trigger honours meta 'search_index_deferred' (schema.sql)
 
     @classmethod
     def load(cls, conn: sqlite3.Connection) -> _MpdCaches:
+        trigger = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'track_search_insert'").fetchone()
         return cls(
+            can_defer_search_index=bool(trigger and "search_index_deferred" in trigger[0]),
             artists={r[0]: r[1] for r in conn.execute("SELECT name, id FROM artists")},
             albums={(r[0], r[1]): r[2] for r in conn.execute("SELECT title, artist_id, id FROM albums")},
             tracks={r[0]: (r[1], r[2], r[3], r[4]) for r in conn.execute(

