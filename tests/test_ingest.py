@@ -270,3 +270,19 @@ def test_cli_ingest_and_search(library, tmp_path, capsys):
     assert cli_main(["search", "--db", str(db), "dancng shoes", "--limit", "1"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results[0]["title"] == "Dancing Shoes"
+
+
+def test_large_mpd_slice_is_searchable(tmp_path):
+    """Slices with many new tracks index them for search in one statement (deferred trigger)."""
+    from spotifai.search import search
+
+    conn = database.connect(tmp_path / "m.db")
+    slice_ = _mpd_slice(tmp_path / "mpd.slice.0-0.json",
+                        [{"pid": 1, "name": "Big", "tracks": [_mpd_track(i, i) for i in range(300)]}])
+    summary = ingest(conn, mpd=[slice_])
+    assert summary.tracks_added == 300 and summary.memberships_written == 300
+    conn.execute("INSERT INTO track_search(track_search) VALUES ('integrity-check')")
+    assert database.get_meta(conn, "search_index_deferred") is None
+    assert search(conn, "song 123")[0]["title"] == "Song 123"
+    assert search(conn, "sogn 123 band")[0]["title"] == "Song 123"
+    conn.close()
