@@ -166,7 +166,8 @@ def demo_config(database: str | Path) -> dict:
         patch_frames=256,  # 2.56 s patches
         model={"model_dim": 64, "projection_dim": 256, "n_layers": 2, "n_heads": 4, "ff_dim": 128},
         optimizer={"learning_rate": 1e-3, "weight_decay": 0.05, "warmup_steps": 30, "grad_clip": 1.0},
-        training={"steps": 300, "batch_size": 8, "buffer_size": 8, "precision": "bf16"},
+        # fp32: bf16 autocast is about 2x slower than fp32 on this CPU (no AMX); on CUDA use bf16 or fp16
+        training={"steps": 300, "batch_size": 8, "buffer_size": 8, "precision": "fp32"},
         data={"patch_cache": True, "num_workers": 1},
         progress={"val_period": 50, "val_batches": 2, "save_period": 50, "checkpoint_period": 100,
                   "loss_window": 10},
@@ -302,7 +303,8 @@ def _get(cfg: dict, dotted: str):
 
 def _resolve(experiment: Path, path: str) -> Path:
     p = Path(path).expanduser()
-    return p if p.is_absolute() else experiment / p
+    # lexical normalization: "exp/../db" must work before the experiment folder exists
+    return p if p.is_absolute() else Path(os.path.normpath(experiment.absolute() / p))
 
 
 def database_path(experiment_path: str | Path, config: dict) -> Path:
@@ -357,8 +359,9 @@ def _portable(experiment: Path, path: str | None) -> str | None:
 def create_experiment(experiment_path: str | Path, config: dict) -> dict:
     """Validate ``config`` and write it as the experiment's ``config.json`` (atomically); returns it.
 
-    If config.json already exists it must hold the same config, except ``training.steps`` (which may be
-    changed to extend or shorten a run); anything else is a :class:`ConfigError` (use a new folder).
+    A new experiment's data is checked first (:func:`check_data`). If config.json already exists it must hold
+    the same config, except ``training.steps`` (which may be changed to extend or shorten a run); anything else
+    is a :class:`ConfigError` (use a new folder).
     """
     experiment = Path(experiment_path)
     cfg = validate_config(config, "config")
@@ -381,6 +384,8 @@ def create_experiment(experiment_path: str | Path, config: dict) -> dict:
         log.info("%s: training.steps %d -> %d", target, old["training"]["steps"], cfg["training"]["steps"])
         old["training"]["steps"] = cfg["training"]["steps"]
         cfg = old
+    else:
+        check_data(experiment, cfg)  # a new experiment with impossible data is not even created
     _atomic_write_bytes(target, (json.dumps(cfg, indent=2) + "\n").encode())
     return cfg
 
@@ -710,6 +715,35 @@ class _Runner:
         self.skipped_tracks.update({int(k): v for k, v in state["skipped"]["tracks"].items()})
         self.skipped_playlists.update(int(p) for p in state["skipped"]["playlists"])
 
+    def train_step(self, batch: dict) -> float:
+        """One optimizer step on ``batch``; returns the loss (a non-finite loss skips the update, and
+        ``training.max_nonfinite_steps`` of them in a row raise RuntimeError)."""
+        loss = self.loss(self.model, batch)
+        value = float(loss.detach())
+        if math.isfinite(value):
+            self.nonfinite = 0
+            self.scaler.scale(loss).backward()
+            clip = self.config["optimizer"]["grad_clip"]
+            if clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.window.append(value)
+        else:
+            self.nonfinite += 1
+            step = batch.get("step", self.step + 1)
+            log.warning("step %d: non-finite loss (%s), step skipped (%d in a row)", step, value, self.nonfinite)
+            (loss * 0.0).backward()  # keeps DDP's reducer in step on every rank; the grads are discarded
+            if self.nonfinite >= self.config["training"]["max_nonfinite_steps"]:
+                raise RuntimeError(
+                    f"{self.experiment}: {self.nonfinite} non-finite losses in a row at step {step}; "
+                    "lower optimizer.learning_rate or use training.precision = fp32 / bf16"
+                )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return value
+
     # -- the loop
 
     def run(self) -> dict:
@@ -757,30 +791,7 @@ class _Runner:
                 step = batch["step"]
                 assert step == self.step + 1, (step, self.step)
                 self.note_skips(batch)
-                loss = self.loss(self.model, batch)
-                value = float(loss.detach())
-                if math.isfinite(value):
-                    self.nonfinite = 0
-                    self.scaler.scale(loss).backward()
-                    if self.config["optimizer"]["grad_clip"] > 0:
-                        self.scaler.unscale_(self.optimizer)
-                        torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(),
-                                                       self.config["optimizer"]["grad_clip"])
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    self.window.append(value)
-                else:
-                    self.nonfinite += 1
-                    log.warning("step %d: non-finite loss (%s), step skipped (%d in a row)", step, value,
-                                self.nonfinite)
-                    (loss * 0.0).backward()  # keeps DDP's reducer in step on every rank; grads are discarded
-                    if self.nonfinite >= t["max_nonfinite_steps"]:
-                        raise RuntimeError(
-                            f"{self.experiment}: {self.nonfinite} non-finite losses in a row at step {step}; "
-                            "lower optimizer.learning_rate or use training.precision = fp32 / bf16"
-                        )
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
+                value = self.train_step(batch)
                 self.step = step
 
                 now = time.perf_counter()

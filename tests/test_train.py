@@ -115,7 +115,7 @@ def test_impossible_data_fails_before_training(corpus, tmp_path):
     long_patch["model"]["n_frames"] = long_patch["data"]["audio"]["patch_frames"] = 1000  # 10 s > 2.5 s tracks
     with pytest.raises(train.ConfigError, match="data.audio.patch_frames"):
         train.train_model(tmp_path / "a", config=long_patch, multi_processing=False)
-    assert not (tmp_path / "a" / "checkpoints").exists()
+    assert not (tmp_path / "a" / "checkpoints").exists() and not (tmp_path / "a" / "config.json").exists()
     few = make_corpus(tmp_path / "few", n_playlists=1, tracks_per_playlist=3)
     with pytest.raises(train.ConfigError, match="data.min_tracks"):
         train.train_model(tmp_path / "b", config=tiny_config(few), multi_processing=False)
@@ -174,6 +174,25 @@ def test_run_writes_history_checkpoints_and_extends(corpus, tmp_path):
     changed = tiny_config(corpus, optimizer={"learning_rate": 0.1})
     with pytest.raises(train.ConfigError, match="different config"):
         train.train_model(exp, config=changed)
+
+
+def test_cli_train(corpus, tmp_path, capsys):
+    from spotifai import cli
+
+    exp = tmp_path / "exp"
+    train.create_experiment(exp, tiny_config(corpus, training={"steps": 2}))
+    assert cli.main(["train", str(exp), "--no-multi-processing", "--no-mixed-precision"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 2 and summary["precision"] == "fp32"
+    assert cli.main(["train", str(exp), "--no-multi-processing", "--steps", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["resumed_from"] == 2
+    assert train.load_config(exp)["training"]["steps"] == 3
+    # a new experiment with the default config: 10 s patches are longer than the 2.5 s tracks
+    assert cli.main(["train", str(tmp_path / "new"), "--database", str(corpus)]) == 2
+    assert "data.audio.patch_frames" in capsys.readouterr().err
+    assert not (tmp_path / "new" / "config.json").exists()
+    assert cli.main(["train", str(tmp_path / "none")]) == 2
+    assert "--database" in capsys.readouterr().err
 
 
 @pytest.mark.slow
