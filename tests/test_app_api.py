@@ -210,6 +210,31 @@ def test_missing_index_gives_503_but_search_works(corpus, tmp_path):
         assert c.get("/api/health").json()["index"].startswith("error")
 
 
+def test_index_still_opening_gives_503_with_retry_after(corpus, monkeypatch):
+    import threading
+
+    from spotifai.app import server
+
+    monkeypatch.setattr(server, "INDEX_WAIT_S", 0.05)
+    release = threading.Event()
+
+    def slow_open():
+        release.wait(10)
+        return BruteForceNeighbours(corpus.vectors)
+
+    with TestClient(create_app(corpus.db_path, neighbours=slow_open)) as c:
+        url = f"/api/tracks/{corpus.ids['Harbor Morning']}/similar"
+        res = c.get(url)
+        _is_json_error(res, 503)
+        assert res.headers["retry-after"]
+        assert c.get("/api/health").json()["index"] == "loading"
+        release.set()
+        deadline = time.monotonic() + 10
+        while c.get("/api/health").json()["index"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(c.get(url).json()["results"]) == 10
+
+
 def test_internal_errors_are_json_without_traceback(corpus):
     class Broken:
         def similar(self, track_id, k):

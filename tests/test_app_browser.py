@@ -93,7 +93,8 @@ def test_search_select_play_paginate_escape(server, tmp_path):
         browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(20_000)
+            page.set_default_timeout(30_000)
+            sync_api.expect.set_options(timeout=30_000)  # a busy shared machine can be slow
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.on("pageerror", lambda e: page_errors.append(str(e)))
             page.goto(url)
@@ -152,3 +153,31 @@ def test_search_select_play_paginate_escape(server, tmp_path):
             browser.close()
     assert dialogs == [], f"a dialog fired: {dialogs}"
     assert page_errors == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/api/tracks/../../etc/passwd",
+        "/api/tracks/../../etc/passwd/audio",
+        "/api/tracks/..%2F..%2Fetc%2Fpasswd/audio",
+        "/static/../../../../etc/passwd",
+        "/../../../../etc/passwd",
+    ],
+)
+def test_raw_path_traversal_over_the_wire(server, target):
+    """Request targets sent verbatim (no client-side dot-segment normalization) to the real server."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url, _, _ = server
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"404", head
+    assert b"application/json" in head.lower()
+    assert b"root:" not in body and b"detail" in body

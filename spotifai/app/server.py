@@ -9,7 +9,8 @@ API (every error is a JSON object ``{"detail": ...}``, never a stack trace):
 * ``GET /api/tracks/{id}`` -> track metadata (no file path); 404 for unknown or non-integer ids.
 * ``GET /api/tracks/{id}/similar?k=10`` -> ``{track_id, k, results: [{id, title, artist, album, similarity}]}``,
   nearest stored vectors in the index (cosine similarity, the track itself excluded), ``k`` in 1..:data:`MAX_K`.
-  404 when the track is unknown or has no vector; 503 while the index is still opening or when it failed.
+  404 when the track is unknown or has no vector; 503 with ``Retry-After`` while the index is still
+  opening, 503 without it when the index could not be opened.
 * ``GET /api/tracks/{id}/audio`` -> the track's audio file, located through the DB by id only; HTTP Range
   requests (206 / 416) are handled by Starlette's ``FileResponse``.
 * ``GET /api/health`` -> ``{status, index}``; ``index`` is ``loading``, ``ready`` or ``error: ...``.
@@ -43,7 +44,7 @@ MAX_QUERY_CHARS = 200
 MAX_LIMIT = 50
 MAX_OFFSET = 10_000
 MAX_K = 50
-INDEX_WAIT_S = 10.0  # how long a /similar request waits for an index that is still opening
+INDEX_WAIT_S = 5.0  # how long a /similar request waits for an index that is still opening (then 503)
 
 #: Media types by file suffix (lower case). Anything else is served as application/octet-stream.
 AUDIO_MEDIA_TYPES = {

@@ -38,7 +38,10 @@ async function getJSON(url) {
   try { body = await response.json(); } catch (_) { body = null; }
   if (!response.ok) {
     const detail = body && body.detail ? body.detail : response.statusText;
-    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    const err = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    err.status = response.status;
+    err.retry = response.headers.has("retry-after");
+    throw err;
   }
   return body;
 }
@@ -128,12 +131,26 @@ async function selectTrack(id) {
     return;
   }
   try {
-    const sim = await getJSON(`/api/tracks/${encodeURIComponent(id)}/similar?k=${SIMILAR_K}`);
+    const sim = await getSimilar(id, seq);
     if (seq !== selectSeq) return;
     for (const t of sim.results) els.similar.appendChild(similarItem(t));
     els.simStatus.textContent = sim.results.length ? "" : "No similar songs in the index.";
   } catch (err) {
     if (seq === selectSeq) els.simStatus.textContent = `No recommendations: ${err.message}`;
+  }
+}
+
+// The index opens in the background when the server starts: retry while it answers 503.
+async function getSimilar(id, seq) {
+  const url = `/api/tracks/${encodeURIComponent(id)}/similar?k=${SIMILAR_K}`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await getJSON(url);
+    } catch (err) {
+      if (err.status !== 503 || !err.retry || attempt >= 30 || seq !== selectSeq) throw err;
+      els.simStatus.textContent = "The index is still opening…";
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
   }
 }
 
