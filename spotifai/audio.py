@@ -11,7 +11,7 @@ Pipeline and conventions
   every output phase with a ``2 * width + orig`` tap kernel of which only ~``2 * width`` taps are non-zero
   (for 44.1 kHz -> 16 kHz: 475 taps, 34 non-zero); we convolve groups of neighbouring phases with just the
   columns they use.  The result equals ``torchaudio.functional.resample`` up to float rounding (tested).
-* **Log-mel** (torchaudio ``MelSpectrogram``): 25 ms Hann windows (:data:`WIN_LENGTH` = 400 samples,
+* **Log-mel** (``torch.stft`` + torchaudio's mel filterbank, equal to torchaudio ``MelSpectrogram``): 25 ms Hann windows (:data:`WIN_LENGTH` = 400 samples,
   ``n_fft`` = 400), 10 ms hop (:data:`HOP_LENGTH` = 160), power spectrum, Slaney mel scale and filter
   normalization (as Whisper), 0 - 8 kHz.  Frames are *not* centred: frame ``k`` covers samples
   ``[160 k, 160 k + 400)``, so ``n_frames = 1 + (n_samples - 400) // 160`` and a window read of frames
@@ -44,6 +44,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -147,24 +148,77 @@ def _sf_info(path: Path):
         return None
 
 
-def _to_mono(data: np.ndarray) -> np.ndarray:
-    """(frames, channels) float32 -> (frames,) float32 mean of channels."""
-    if data.shape[1] == 1:
-        return data[:, 0]
-    if data.shape[1] == 2:
-        out = data[:, 0] + data[:, 1]
-        out *= 0.5
-        return out
-    return data.mean(axis=1, dtype=np.float32)
+_INT_SUBTYPES = {
+    "PCM_S8": ("int16", 1 / 32768),
+    "PCM_U8": ("int16", 1 / 32768),
+    "PCM_16": ("int16", 1 / 32768),
+    "PCM_24": ("int32", 1 / 2**31),
+    "PCM_32": ("int32", 1 / 2**31),
+}
+"""Integer PCM (WAV, FLAC, AIFF) is read as integers and converted here: libsndfile's own int -> float conversion
+costs ~6x the read itself for 16-bit WAV.  Same values as ``dtype="float32"`` (libsndfile scales by 1/32768)."""
 
 
-def _decode_sf(path: Path, start: int, stop: int | None) -> np.ndarray:
+def _to_mono(data: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """(frames, channels) int or float -> (frames,) float32 mean of channels, times ``scale``."""
+    channels = data.shape[1]
+    out = data[:, 0].astype(np.float32)  # always a fresh contiguous array
+    for c in range(1, channels):
+        out += data[:, c]
+    factor = np.float32(scale / channels)
+    if factor != 1:
+        out *= factor
+    return out
+
+
+PARALLEL_DECODE_MIN_SECONDS = 10.0
+"""Whole-file/long reads are split into chunks of at least this many seconds, decoded in parallel threads
+(libsndfile releases the GIL; each thread has its own file handle and seeks).  Seeks are sample-accurate in
+libsndfile for WAV/FLAC/OGG/MP3, so the result equals a sequential read bit for bit (tested)."""
+
+
+def _decode_threads() -> int:
+    """Decode threads = torch's intra-op thread count (max 4): worker processes that set 1 thread decode serially."""
+    return max(1, min(4, torch.get_num_threads()))
+
+
+def _read_sf_chunk(path: Path, start: int, count: int) -> np.ndarray:
+    """Frames ``[start, start + count)`` (count -1: to the end) as float32 mono."""
     with sf.SoundFile(str(path)) as f:
         if start:
             f.seek(start)
-        n = -1 if stop is None else max(0, stop - start)
-        data = f.read(n, dtype="float32", always_2d=True)
-    return _to_mono(data)
+        dtype, scale = _INT_SUBTYPES.get(f.subtype, ("float32", 1.0))
+        data = f.read(count, dtype=dtype, always_2d=True)
+    return _to_mono(data, scale)
+
+
+def _decode_sf(path: Path, info: _Info, start: int, stop: int | None) -> np.ndarray:
+    end = info.frames if stop is None else min(stop, info.frames)
+    n = max(0, end - start)
+    chunks = min(_decode_threads(), int(n // (PARALLEL_DECODE_MIN_SECONDS * info.sample_rate)))
+    if chunks <= 1:
+        return _read_sf_chunk(path, start, -1 if stop is None else n)
+    bounds = [start + n * i // chunks for i in range(chunks + 1)]
+    results: list = [None] * chunks
+
+    def work(i: int) -> None:
+        try:
+            last = i == chunks - 1 and stop is None  # read to EOF: tolerate a header frame count that is off
+            results[i] = _read_sf_chunk(path, bounds[i], -1 if last else bounds[i + 1] - bounds[i])
+        except BaseException as exc:  # re-raised in the calling thread
+            results[i] = exc
+
+    # Plain threads per call (not a pool): safe in processes forked by a DataLoader/multiprocessing.
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, chunks)]
+    for t in threads:
+        t.start()
+    work(0)
+    for t in threads:
+        t.join()
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return np.concatenate(results)
 
 
 def _decode_torchcodec(
@@ -206,6 +260,20 @@ def _info(path: Path) -> _Info:
     duration = meta.duration_seconds_from_header or meta.duration_seconds
     frames = None if duration is None else int(round(duration * meta.sample_rate))
     return _Info(int(meta.sample_rate), frames, "torchcodec")
+
+
+def _decode(path: Path, info: _Info, start: int, stop: int | None) -> np.ndarray:
+    """Source samples ``[start, stop)`` (None: to the end) as (n,) float32 mono at ``info.sample_rate``."""
+    try:
+        if info.backend == "soundfile":
+            return _decode_sf(path, info, start, stop)
+        sr = info.sample_rate
+        data, sr2 = _decode_torchcodec(path, start / sr, None if stop is None else stop / sr)
+        if sr2 != sr:
+            raise RuntimeError(f"decoder sample rate {sr2} != header sample rate {sr}")
+        return data
+    except Exception as exc:
+        raise AudioError(path, f"unreadable audio ({type(exc).__name__}: {exc})") from exc
 
 
 def audio_duration(path: str | os.PathLike) -> float:
@@ -315,17 +383,7 @@ def _load_16k(
             src1 = None
     if info.frames is not None and src0 >= info.frames > 0:
         raise AudioError(path, f"window starts at {start / SAMPLE_RATE:.3f} s, beyond the end of the audio")
-    try:
-        if info.backend == "soundfile":
-            data = _decode_sf(path, src0, src1)
-        else:
-            data, sr2 = _decode_torchcodec(path, src0 / sr, None if src1 is None else src1 / sr)
-            if sr2 != sr:
-                raise RuntimeError(f"decoder sample rate {sr2} != header sample rate {sr}")
-    except AudioError:
-        raise
-    except Exception as exc:
-        raise AudioError(path, f"unreadable audio ({type(exc).__name__}: {exc})") from exc
+    data = _decode(path, info, src0, src1)
     if data.size == 0:
         if whole:
             raise AudioError(path, "no audio samples")
@@ -378,26 +436,33 @@ class LogMel(torch.nn.Module):
     def __init__(self, n_mels: int = 80) -> None:
         super().__init__()
         self.n_mels = n_mels
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=SAMPLE_RATE,
-            n_fft=N_FFT,
-            win_length=WIN_LENGTH,
-            hop_length=HOP_LENGTH,
-            f_min=0.0,
-            f_max=SAMPLE_RATE / 2,
-            n_mels=n_mels,
-            power=2.0,
-            center=False,
-            norm="slaney",
-            mel_scale="slaney",
+        # The same window and filterbank as torchaudio.transforms.MelSpectrogram(n_fft=400, hop_length=160,
+        # center=False, norm="slaney", mel_scale="slaney") (tested equal); the power is computed as
+        # re^2 + im^2 (|X|^2 via abs() costs a sqrt per bin and ~4x the time).
+        self.register_buffer("window", torch.hann_window(WIN_LENGTH), persistent=False)
+        fb = torchaudio.functional.melscale_fbanks(
+            N_FFT // 2 + 1, 0.0, SAMPLE_RATE / 2, n_mels, SAMPLE_RATE, norm="slaney", mel_scale="slaney"
         )
+        self.register_buffer("fb_t", fb.T.contiguous(), persistent=False)  # (n_mels, n_freqs)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         if waveform.shape[-1] < WIN_LENGTH:
             raise ValueError(f"need at least {WIN_LENGTH} samples for one frame, got {waveform.shape[-1]}")
-        mel = self.mel(waveform.to(torch.float32))
-        logmel = torch.clamp(mel, min=10.0**LOG_FLOOR).log10_()
-        return logmel.clamp_(max=LOG_CEIL).sub_(LOG_CENTER).div_(LOG_HALF_RANGE)
+        x = waveform.to(device=self.window.device, dtype=torch.float32)
+        spec = torch.stft(
+            x.reshape(-1, x.shape[-1]),
+            N_FFT,
+            hop_length=HOP_LENGTH,
+            win_length=WIN_LENGTH,
+            window=self.window,
+            center=False,
+            return_complex=True,
+        )  # (B, n_freqs, frames)
+        power = (spec * spec.conj()).real
+        mel = torch.matmul(self.fb_t, power)  # (B, n_mels, frames)
+        logmel = mel.clamp_(min=10.0**LOG_FLOOR).log10_()
+        logmel = logmel.clamp_(max=LOG_CEIL).sub_(LOG_CENTER).div_(LOG_HALF_RANGE)
+        return logmel.reshape(*x.shape[:-1], self.n_mels, logmel.shape[-1])
 
 
 @lru_cache(maxsize=16)
