@@ -5,7 +5,8 @@ syllables, Zipf-distributed, for titles (1-4 words), artists (1-3 words, ~40,000
 1,000 seeded queries: a third exact titles, a third titles with one typo (substitution, deletion, insertion or
 swap of two neighbouring letters in one word; targets are tracks whose title is unique, so "the intended track"
 is well defined), a third multi-keyword (a title word plus an artist word, sometimes an album word, shuffled).
-Latency is measured after one warm-up query (which loads the vocabulary cache; its time is reported as
+Latency (wall clock, and CPU time of this process, the fairer number when other jobs share the cores: see
+load_average_1min) is measured after one warm-up query (which loads the vocabulary cache; its time is reported as
 ``cold_first_query_ms``). Prints ONE JSON line. Targets: p95 <= 20 ms, typo recall@5 >= 0.95.
 
     .venv/bin/python bench/search.py [--tracks 500000] [--queries 1000] [--db PATH]
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import random
 import statistics
 import sys
@@ -152,10 +154,12 @@ def main() -> None:
     cold_ms = (time.perf_counter() - t0) * 1000
     times: dict[str, list[float]] = {"exact": [], "typo": [], "multi": []}
     hits = Counter()
+    cpu: list[float] = []
     for kind, q, target in queries:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = search(conn, q, limit=20)
         times[kind].append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
         ids = [r["id"] for r in res[:5]]
         if target in ids:
             hits[kind] += 1
@@ -176,6 +180,9 @@ def main() -> None:
                 "p50_ms": pct(all_t, 0.5),
                 "p95_ms": pct(all_t, 0.95),
                 "mean_ms": round(statistics.fmean(all_t), 2),
+                "cpu_p50_ms": pct(cpu, 0.5),
+                "cpu_p95_ms": pct(cpu, 0.95),
+                "load_average_1min": round(os.getloadavg()[0], 1),
                 "p95_ms_by_kind": {k: pct(v, 0.95) for k, v in times.items()},
                 "typo_recall_at_5": round(hits["typo"] / max(1, len(times["typo"])), 4),
                 "exact_recall_at_5": round(hits["exact"] / max(1, len(times["exact"])), 4),

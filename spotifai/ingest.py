@@ -373,7 +373,8 @@ class Ingester:
         try:
             with _transaction(self.conn):
                 work()
-        except (OSError, ValueError, sqlite3.DatabaseError) as exc:
+        except Exception as exc:  # any failure: the file's transaction is rolled back, the run goes on
+            log.debug("%s failed", label, exc_info=True)
             self._reset_caches()
             self.summary.sources_failed += 1
             self.summary.error(f"{label}: {exc} (nothing from this file was written)")

@@ -14,10 +14,11 @@ tracks): the words FTS5 indexed (``track_search_vocab``, an fts5vocab table, alw
 memory per database and compared with each query word by ``rapidfuzz`` (maintained, C++, bit-parallel
 optimal-string-alignment distance, so a swap of two letters is one typo) — a few milliseconds for the whole
 vocabulary. Each query word then becomes a small OR-group of real words: itself, its prefix (``word*``) and its
-close spellings (1 edit for 3-4 letters, 2 edits from 5 letters on). Candidates come in tiers of growing
-tolerance: all words exactly (AND), then the AND of the groups, then, if that found fewer than ``FEW`` tracks, the
-OR of the groups (partial matches, some keywords missing); each tier adds its most popular ``CANDIDATES``
-matches. FTS5's own BM25 ranking is not used: it reads a row per match (~2 us each), too slow when a common word
+close spellings (1 edit for 3-4 letters, 2 edits from 5 letters on; the prefix only for the last word, the one
+being typed, and for words not in the vocabulary). Candidates come in tiers of growing tolerance: all words
+exactly (AND), then the AND of the groups; only if that finds nothing, close spellings of words that are in the
+vocabulary (a slip into another real word), then the OR of the groups (partial matches, some keywords missing).
+Each tier adds its most popular ``CANDIDATES`` matches. FTS5's own BM25 ranking is not used: it reads a row per match (~2 us each), too slow when a common word
 matches 50,000 tracks. Instead the match count (a cheap doclist walk) picks the plan: few matches are read
 through the FTS index, many by walking the popularity index and stopping after ``CANDIDATES`` hits.
 
@@ -25,8 +26,8 @@ Ranking (re-done in Python on the candidates)
 ---------------------------------------------
 For each query word: the best match in the title (weight 1.0), artist (0.9) or album (0.75), scored 1.0 for an
 exact word, 0.85 for a prefix ("shoe" -> "shoes"), 0.7 / 0.5 for a word 1 / 2 edits away, 0 when absent. The
-track's score is the mean over the query words, plus 0.3 when the query is exactly the title and 0.15 when the
-title starts with the query. Ties are broken by popularity (descending), then track id, a total order: the
+track's score is the mean over the query words, plus up to 0.3 when the query is the title word for word (0.3 when
+exact, less for each typo) and 0.1 when the title starts with the query. Ties are broken by popularity (descending), then track id, a total order: the
 same query gives the same list, so ``offset`` pages never overlap or skip. At most ``MAX_RESULTS`` results exist
 per query (a search box, not an export).
 
@@ -53,11 +54,10 @@ MAX_LIMIT = 100  # results per page
 MAX_RESULTS = 200  # results per query, over all pages
 CANDIDATES = MAX_RESULTS  # tracks fetched per query before re-ranking
 BY_MATCH_MAX = 5000  # above this many matches, candidates are found by walking the popularity index
-FEW = 20  # an AND that finds fewer tracks than this adds OR (partial) matches
-MAX_FUZZY_TERMS = 12  # close spellings kept per query word
+MAX_FUZZY_TERMS = 32  # close spellings kept per query word
 FIELD_WEIGHTS = (1.0, 0.9, 0.75)  # title, artist, album
 EXACT, PREFIX, FUZZY1, FUZZY2 = 1.0, 0.85, 0.7, 0.5
-TITLE_EXACT_BONUS, TITLE_PREFIX_BONUS = 0.3, 0.15
+TITLE_EXACT_BONUS, TITLE_PREFIX_BONUS = 0.3, 0.1
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -175,7 +175,7 @@ def _analyze(vocab: _Vocabulary, query_words: list[str], fuzzy_known: bool) -> l
     """Expand each query word. Close spellings of words that are in the vocabulary are only looked up when
     ``fuzzy_known`` (a real word may still be a slip into another real word: one edit then)."""
     out = []
-    for w in query_words:
+    for i, w in enumerate(query_words):
         exact = w in vocab.docs
         edits = max_edits(w)
         if exact:
@@ -184,7 +184,7 @@ def _analyze(vocab: _Vocabulary, query_words: list[str], fuzzy_known: bool) -> l
             _QueryWord(
                 word=w,
                 exact=exact,
-                prefix=len(w) >= 3 and vocab.has_prefix(w),
+                prefix=len(w) >= 3 and (i == len(query_words) - 1 or not exact) and vocab.has_prefix(w),
                 fuzzy=vocab.close_spellings(w, edits) if edits else {},
             )
         )
@@ -229,7 +229,8 @@ def _candidates(conn: sqlite3.Connection, qwords: list[_QueryWord]) -> dict[int,
     """Candidate rows {id: (id, title, artist, album, duration, popularity)} for the expanded query words.
 
     Tiers of growing tolerance, each a superset of the one before: every word exactly, then with prefixes and
-    close spellings, then (when that finds few) any of the words. Each tier adds its most popular matches."""
+    close spellings, then (only when those find nothing) any of the words. Each tier adds its most popular
+    matches."""
     groups = [g for g in (qw.fts_group() for qw in qwords) if g]
     if not groups:
         return {}
@@ -244,29 +245,34 @@ def _candidates(conn: sqlite3.Connection, qwords: list[_QueryWord]) -> dict[int,
             break
         for r in _fetch(conn, expression, CANDIDATES):
             rows.setdefault(r[0], r)
-    if len(rows) < FEW and (len(groups) > 1 or not tiers):
+    if not rows and (len(groups) > 1 or not tiers):
         for r in _fetch(conn, " OR ".join(groups), CANDIDATES):
             rows.setdefault(r[0], r)
     return rows
 
 
 def _score(qwords: list[_QueryWord], query_words: list[str], title: str, artist: str | None, album: str | None) -> float:
+    """Relevance of one track (see the module docstring); rounded so that ties are real ties."""
     fields = (words(title), words(artist), words(album))
     total = 0.0
+    in_title = []  # quality of each query word's best match in the title
     for qw in qwords:
         best = 0.0
-        for weight, tokens in zip(FIELD_WEIGHTS, fields, strict=True):
+        for k, (weight, tokens) in enumerate(zip(FIELD_WEIGHTS, fields, strict=True)):
             if weight * EXACT <= best:
                 break
-            q = max((qw.quality(t) for t in tokens), default=0.0) * weight
-            if q > best:
-                best = q
+            q = max((qw.quality(t) for t in tokens), default=0.0)
+            if k == 0:
+                in_title.append(q)
+            if q * weight > best:
+                best = q * weight
         total += best
     score = total / len(qwords)
     title_words = fields[0]
     n = len(query_words)
-    if title_words == query_words:
-        score += TITLE_EXACT_BONUS
+    if len(title_words) == n and len(in_title) == n and min(in_title) > 0 and PREFIX not in in_title:
+        # the query is the title, word for word (allowing typos): the more exact, the larger the bonus
+        score += TITLE_EXACT_BONUS * sum(in_title) / n
     elif len(title_words) >= n and title_words[: n - 1] == query_words[:-1] and title_words[n - 1].startswith(query_words[-1]):
         score += TITLE_PREFIX_BONUS
     return round(score, 6)
@@ -296,7 +302,7 @@ def search(conn: sqlite3.Connection, query: str, limit: int = 20, offset: int = 
     vocab = _vocabulary(conn)
     qwords = _analyze(vocab, query_words, fuzzy_known=False)
     rows = _candidates(conn, qwords)
-    if len(rows) < FEW and any(qw.exact and max_edits(qw.word) for qw in qwords):
+    if not rows and any(qw.exact and max_edits(qw.word) for qw in qwords):
         qwords = _analyze(vocab, query_words, fuzzy_known=True)
         rows.update((k, v) for k, v in _candidates(conn, qwords).items() if k not in rows)
 
