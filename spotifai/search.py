@@ -7,10 +7,9 @@ The index is SQLite FTS5 (``track_search`` in ``schema.sql``): word tokens of ti
 transaction as the tracks (so ingestion stays atomic), no server, no second copy of the data to keep in sync.
 FTS5 answers "which tracks contain these words" from its inverted index in well under a millisecond, also
 for AND / OR / prefix combinations. What it does not do is forgive typos. A trigram index would (substring
-overlap), but OR-ing a word's trigrams matches a large share of 500,000 tracks for common trigrams and every
-one of those rows must then be ranked; measured here it misses the latency target. So typos are corrected on
-the *vocabulary* instead, which is small (tens of thousands of distinct words for hundreds of thousands of
-tracks): the words FTS5 indexed (``track_search_vocab``, an fts5vocab table, always in sync) are cached in
+overlap), but OR-ing a word's trigrams matches a large share of 500,000 tracks for common trigrams, and every one
+of those rows must then be ranked (FTS5's BM25 costs about 2 us per matched row here: 100 ms for 50,000 rows). So typos are corrected on the
+*vocabulary* instead, which is small (tens of thousands of distinct words for hundreds of thousands of tracks): the words FTS5 indexed (``track_search_vocab``, an fts5vocab table, always in sync) are cached in
 memory per database and compared with each query word by ``rapidfuzz`` (maintained, C++, bit-parallel
 optimal-string-alignment distance, so a swap of two letters is one typo) — a few milliseconds for the whole
 vocabulary. Each query word then becomes a small OR-group of real words: itself, its prefix (``word*``) and its
@@ -18,18 +17,20 @@ close spellings (1 edit for 3-4 letters, 2 edits from 5 letters on; the prefix o
 being typed, and for words not in the vocabulary). Candidates come in tiers of growing tolerance: all words
 exactly (AND), then the AND of the groups; only if that finds nothing, close spellings of words that are in the
 vocabulary (a slip into another real word), then the OR of the groups (partial matches, some keywords missing).
-Each tier adds its most popular ``CANDIDATES`` matches. FTS5's own BM25 ranking is not used: it reads a row per match (~2 us each), too slow when a common word
-matches 50,000 tracks. Instead the match count (a cheap doclist walk) picks the plan: few matches are read
-through the FTS index, many by walking the popularity index and stopping after ``CANDIDATES`` hits.
+Each tier adds its most popular ``CANDIDATES`` matches. FTS5's own BM25 ranking is not used, for the cost above;
+instead the match count (a cheap doclist walk, no row reads) picks the plan: up to ``BY_MATCH_MAX`` matches are
+read through the FTS index, more by walking the popularity index and stopping after ``CANDIDATES`` hits. The
+price: when a tier matches more than ``CANDIDATES`` tracks (a common word alone), only its most popular ones are
+ranked, so a rare track is found by adding a word, not by scrolling.
 
 Ranking (re-done in Python on the candidates)
 ---------------------------------------------
 For each query word: the best match in the title (weight 1.0), artist (0.9) or album (0.75), scored 1.0 for an
 exact word, 0.85 for a prefix ("shoe" -> "shoes"), 0.7 / 0.5 for a word 1 / 2 edits away, 0 when absent. The
-track's score is the mean over the query words, plus up to 0.3 when the query is the title word for word (0.3 when
-exact, less for each typo) and 0.1 when the title starts with the query. Ties are broken by popularity (descending), then track id, a total order: the
-same query gives the same list, so ``offset`` pages never overlap or skip. At most ``MAX_RESULTS`` results exist
-per query (a search box, not an export).
+track's score is the mean over the query words, plus up to 0.3 when the query is the title word for word (0.3
+when exact, less for each typo) or 0.1 when the title starts with the query. Ties are broken by popularity
+(descending), then track id: a total order, so the same query gives the same list and ``offset`` pages never
+overlap or skip. At most ``MAX_RESULTS`` results exist per query (a search box, not an export).
 
 The vocabulary cache is keyed by the database file and invalidated when the FTS index changes (its structure
 and averages records are compared on each query: one indexed read). Building it reads the whole vocabulary
