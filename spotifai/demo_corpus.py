@@ -642,6 +642,10 @@ class _Song:
             out.extend([on] * 4)
         return out
 
+    def _deg_midi(self, degree: int) -> int:
+        """MIDI note of scale ``degree`` (0 = the key's tonic, 7 = an octave up)."""
+        return self.key + 12 * (degree // 7) + self.scale[degree % 7]
+
     def on(self, bar: int, layer: str) -> bool:
         return self.sections[min(bar, len(self.sections) - 1)][layer]
 
@@ -698,8 +702,12 @@ class _Song:
                     off = self.tr["riff"][s] if style == "follow" else 0
                     _place(buf, self.t(bar, s) * self.sr, voice.note(root + off, 2 * st * self.legato), 0.5)
             elif style == "walk":
-                tones = [root, root + self.scale[2] - self.scale[0] + (0 if self.rng.random() < 0.5 else 0),
-                         root + 7, nxt - 1 if self.rng.random() < 0.6 else nxt + 1]
+                d = self.chord_deg[bar]
+                third = self._deg_midi(d + 2) - self._deg_midi(d)
+                fifth = self._deg_midi(d + 4) - self._deg_midi(d)
+                nxt_root = root + ((nxt - root) % 12)
+                approach = nxt_root - 1 if self.rng.random() < 0.6 else nxt_root + 1
+                tones = [root, root + third, root + fifth, approach if approach - root < 12 else approach - 12]
                 for k in range(S // 4):
                     pitch = tones[k % 4] if k < 4 else root
                     pitch += int(self.rng.choice([0, 0, 2, -1]))
@@ -714,8 +722,7 @@ class _Song:
                 mask = [s for s, _ in self.tr["drums"].get("kick", [])] if style == "808" else self.tr["bass_mask"]
                 for i, s in enumerate(mask):
                     end = mask[i + 1] if i + 1 < len(mask) else S
-                    _place(buf, self.t(bar, s) * self.sr, voice.note(root + (12 if style == "808" else 0),
-                                                                     (end - s) * st * 0.95), 0.7)
+                    _place(buf, self.t(bar, s) * self.sr, voice.note(root, (end - s) * st * 0.95), 0.7)
         return buf
 
     def chords_layer(self) -> np.ndarray:
@@ -1205,7 +1212,8 @@ def _curate(artists: list[dict], tracks: list[dict]) -> list[tuple[str, int]]:
     for g1 in preference:
         a_cands = [a for a in by_artist if genre_of[a] == g1 and len(by_artist[a]) >= 3]
         b_cands = [a for a in by_artist if genre_of[a] == g1 and a not in a_cands[:1]]
-        c_cands = [a for a in by_artist if genre_of[a] in NEIGHBOURS[g1]]
+        c_cands = sorted((a for a in by_artist if genre_of[a] in NEIGHBOURS[g1]),
+                         key=lambda a: NEIGHBOURS[g1].index(genre_of[a]))
         if not a_cands or not b_cands or not c_cands:
             continue
         a, b, c = a_cands[0], b_cands[0], c_cands[0]
