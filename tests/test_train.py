@@ -280,3 +280,43 @@ def test_torchrun_two_gloo_processes(corpus, tmp_path):
     _check_history(exp, 6, 5, 3)
     assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == ["latest.pt", "step_0000006.pt"]
     assert len(list(exp.glob("history*"))) == 1
+
+
+_DDP_GRAD_SCRIPT = """
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from spotifai.loss import barlow_twins_loss
+from spotifai.model import AudioEncoder, EncoderConfig
+from spotifai.train import _gather, _gather_with_grad
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+cfg = EncoderConfig(n_mels=16, n_frames=32, model_dim=16, projection_dim=24, n_layers=1, n_heads=2)
+model = AudioEncoder(cfg).double().eval()  # eval: BatchNorm uses running stats, the same on every rank
+g = torch.Generator().manual_seed(1)
+xa, xb = (torch.randn(12, 16, 32, generator=g, dtype=torch.float64) for _ in range(2))
+groups = torch.arange(6).repeat_interleave(2)
+barlow_twins_loss(model(xa, output="projections"), model(xb, output="projections"), groups).backward()
+reference = [p.grad.clone() for p in model.parameters()]
+model.zero_grad()
+ddp = DistributedDataParallel(model)
+rows = slice(rank * 6, rank * 6 + 6)  # each rank holds half of the global batch
+z = ddp(torch.cat([xa[rows], xb[rows]]), output="projections")
+barlow_twins_loss(_gather_with_grad(z[:6]), _gather_with_grad(z[6:]), _gather(groups[rows])).backward()
+err = max(float((p.grad - q).abs().max() / q.abs().max()) for p, q in zip(model.parameters(), reference))
+print("RELERR", err)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_ddp_gradient_of_the_gathered_loss_equals_the_single_process_gradient(tmp_path):
+    script = tmp_path / "ddp_grad.py"
+    script.write_text(_DDP_GRAD_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = [float(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("RELERR")]
+    assert len(errors) == 2 and max(errors) < 1e-9, errors
