@@ -2,13 +2,16 @@
 
 Configuration of the original design: 64 mels x 512 frames, model_dim 64, 4 layers, 4 heads, projection 512,
 24 playlists x 16 patches = 384 patches per step, split 8 + 8 per playlist into views a / b (groups = playlist).
-Prints ONE JSON line.  Usage: python bench/train_step.py [--steps N] [--threads T]
+Prints ONE JSON line: wall-clock patches/s and seconds/step (median), plus the process CPU seconds per step and
+the load average, because the machine may be shared (on a busy machine the wall-clock figure mostly measures the
+other processes).  Usage: python bench/train_step.py [--steps N] [--threads T]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -32,11 +35,11 @@ def _bench(device: str, dtype: torch.dtype | None, steps: int, warmup: int) -> d
     idx = torch.arange(n, device=device).view(PLAYLISTS, PER_PLAYLIST)
     ia, ib = idx[:, :half].reshape(-1), idx[:, half:].reshape(-1)
     groups = torch.arange(PLAYLISTS, device=device).repeat_interleave(half)
-    times = []
+    times, cpu_times = [], []
     for i in range(warmup + steps):
         if device == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
             proj = model(mel, output="projections")
             loss = barlow_twins_loss(proj[ia], proj[ib], groups)
@@ -47,10 +50,13 @@ def _bench(device: str, dtype: torch.dtype | None, steps: int, warmup: int) -> d
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
     sec = statistics.median(times)
+    cpu = statistics.median(cpu_times)
     return {
         "patches_per_s": round(n / sec, 2),
         "seconds_per_step": round(sec, 4),
+        "process_cpu_seconds_per_step": round(cpu, 3),
         "loss": round(loss.item(), 4),
         "steps": steps,
     }
@@ -71,6 +77,7 @@ def main() -> None:
         "config": cfg.to_dict(),
         "parameters": sum(p.numel() for p in AudioEncoder(cfg).parameters()),
         "threads": args.threads,
+        "load_avg_1min": round(os.getloadavg()[0], 2),
         "torch": torch.__version__,
         "cpu_fp32": _bench("cpu", None, args.steps, args.warmup),
         "target_patches_per_s": 65.0,
@@ -82,6 +89,7 @@ def main() -> None:
         out["cuda_name"] = torch.cuda.get_device_name()
         out["cuda_fp32"] = _bench("cuda", None, 20, 3)
         out["cuda_bf16_autocast"] = _bench("cuda", torch.bfloat16, 20, 3)
+    out["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))
 
 

@@ -144,7 +144,9 @@ class AudioEncoder(nn.Module):
         if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
             raise ValueError(f"expected mel of shape (B, {self.config.n_mels}, T), got {tuple(mel.shape)}")
         x = F.gelu(self.conv1(mel))
-        x = F.gelu(self.conv2(x)).transpose(1, 2)  # (B, T', D)
+        # (B, T', D) made contiguous once: otherwise the residual stream keeps the conv's channel-first memory
+        # layout and every LayerNorm/Linear of every block (and its backward) pays a hidden copy.
+        x = F.gelu(self.conv2(x)).transpose(1, 2).contiguous()
         x = x + self._positions(x.shape[1], x)
         for block in self.blocks:
             x = block(x)
