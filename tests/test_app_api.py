@@ -193,6 +193,20 @@ def test_similar_tracks_from_the_index(client, corpus):
     assert len({r["id"] for r in results} & {t for t, _ in exact}) >= 8
 
 
+def test_index_adapter_agrees_with_track_index_recommend(corpus):
+    from spotifai.app.server import IndexNeighbours
+
+    adapter = IndexNeighbours(corpus.experiment)
+    reference = index.open_index(corpus.experiment)
+    for tid in list(corpus.vectors)[:5]:
+        got = adapter.similar(tid, 10)
+        want = reference.recommend(tid, k=10)
+        assert [t for t, _ in got] == [w["track_id"] for w in want]
+        assert np.allclose([s for _, s in got], [w["similarity"] for w in want], atol=1e-5)
+    with pytest.raises(KeyError):
+        adapter.similar(corpus.ids["Ghost Track Without Audio"], 10)
+
+
 @pytest.mark.parametrize("k", [0, MAX_K + 1, -3, "ten"])
 def test_similar_bounds(client, corpus, k):
     _is_json_error(client.get(f"/api/tracks/{corpus.ids['Harbor Morning']}/similar", params={"k": k}), 422)

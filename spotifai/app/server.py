@@ -31,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -89,10 +90,17 @@ class Neighbours(Protocol):
 
 
 class IndexNeighbours:
-    """Adapter over :mod:`spotifai.index` (ChromaDB, vectors only: no model is loaded).
+    """Nearest neighbours from the experiment's :mod:`spotifai.index` collections (stored vectors only: no
+    model is loaded).
 
     ``experiment``: the experiment folder (it names the collections; the index is ``EXP/chroma`` unless
-    ``index_path`` is given) ; ``host``/``port``: a Chroma server instead of a local folder.
+    ``index_path`` is given); ``host``/``port``: a Chroma server instead of a local folder.
+
+    :meth:`similar` gives what :meth:`spotifai.index.TrackIndex.recommend` gives (the stored vector's
+    nearest cosine neighbours, itself excluded), through the collection handle opened once: ``recommend``
+    looks the collection up again and calls ``count()`` on every query, which alone costs ~15 ms at 100k
+    tracks. Metadata comes from the music DB, so only ids and distances are fetched. Opening also runs one
+    query, so the HNSW graph is in memory before the index reports ready.
     """
 
     def __init__(
@@ -112,11 +120,22 @@ class IndexNeighbours:
             if not folder.is_dir():  # TrackIndex would create an empty one
                 raise FileNotFoundError(f"{folder}: no ChromaDB index here (build it with `spotifai index`)")
         self._index = index_module.open_index(experiment, path=index_path, host=host, port=port)
-        self._index.vector(-1, space)  # FileNotFoundError naming the collection when it was never built
+        self._collection = self._index._collection(space)  # FileNotFoundError naming it when never built
+        first = self._collection.get(limit=1, include=["embeddings"])
+        if len(first["ids"]):
+            self._nearest(np.asarray(first["embeddings"], dtype=np.float32), 1)
+
+    def _nearest(self, vectors: np.ndarray, n: int) -> tuple[list[str], list[float]]:
+        res = self._collection.query(query_embeddings=vectors, n_results=n, include=["distances"])
+        return res["ids"][0], res["distances"][0]
 
     def similar(self, track_id: int, k: int) -> list[tuple[int, float]]:
-        rows = self._index.recommend(int(track_id), k=k, space=self.space)
-        return [(int(r["track_id"]), float(r["similarity"])) for r in rows]
+        got = self._collection.get(ids=[str(int(track_id))], include=["embeddings"])
+        if not len(got["ids"]):
+            raise KeyError(track_id)
+        ids, distances = self._nearest(np.asarray(got["embeddings"], dtype=np.float32), k + 1)
+        pairs = [(int(i), 1.0 - float(d)) for i, d in zip(ids, distances, strict=True) if int(i) != int(track_id)]
+        return pairs[:k]
 
 
 # ------------------------------------------------------------------------------------------------ the app
