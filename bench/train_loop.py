@@ -58,6 +58,9 @@ def main() -> int:
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "demo", help="demo corpus folder")
     parser.add_argument("--steps", type=int, default=20, help="measured steps per figure")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="patch cache to use (and fill); default: a temporary one (keys are per file, so an "
+                             "experiment's cache can be shared)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -72,14 +75,15 @@ def main() -> int:
         base = train.demo_config(db)
         base["training"]["steps"] = args.steps + 1  # the loop's first step (worker start) is not measured
         base["progress"].update(val_period=0, save_period=10**6, checkpoint_period=10**6)
-        base["data"]["cache_dir"] = str(work / "cache")
+        cache = (args.cache_dir or work / "cache").resolve()
+        base["data"]["cache_dir"] = str(cache)
         cfg = train.validate_config(base)
         plan = train.check_data(work / "exp", train.create_experiment(work / "exp", cfg))
         audio_cfg = AudioConfig.from_dict(cfg["data"]["audio"])
 
         alone_1 = model_alone(work / "exp", cfg, plan, args.steps, args.warmup)
         t0 = time.perf_counter()
-        fill = sampling.fill_cache(plan, audio_cfg, work / "cache", progress=False)
+        fill = sampling.fill_cache(plan, audio_cfg, cache, progress=False)
         fill_s = time.perf_counter() - t0
         cached = full_loop(work / "cached", cfg, args.steps)
         uncached_cfg = train.validate_config({**cfg, "data": {**cfg["data"], "patch_cache": False}})
@@ -109,6 +113,7 @@ def main() -> int:
         "target_ratio": 0.9,
         "meets_target": cached["patches_per_second"] >= 0.9 * alone,
         "cache_fill_s": round(fill_s, 1),
+        "cache_decoded": fill["decoded"],
         "cache_tracks": fill["tracks"],
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpu_count": os.cpu_count(),
