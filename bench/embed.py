@@ -11,7 +11,7 @@ are part of the cost), then embeds them twice with :func:`spotifai.embed.embed_t
 
 Prints ONE JSON line. CPU timings are noisy when other processes share the cores (``load_avg`` is reported).
 
-    .venv/bin/python bench/embed.py [--tracks 24] [--workers 1] [--threads 2]
+    .venv/bin/python bench/embed.py [--tracks 48] [--workers 1] [--threads 1]
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ def write_tracks(folder: Path, n: int, seconds: float, sr: int = 44100, seed: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tracks", type=int, default=24)
+    ap.add_argument("--tracks", type=int, default=48)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--workers", type=int, default=1, help="decoding processes for the overlapped run")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of the main process")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the main process (1: no oversubscription on a shared CPU)")
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
