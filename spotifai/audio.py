@@ -2,18 +2,23 @@
 
 Pipeline and conventions
 ------------------------
-* **Decode** with ``soundfile`` (libsndfile: WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...) straight to float32; what
-  libsndfile cannot read (m4a/AAC, opus, ...) falls back to ``torchcodec`` (FFmpeg).
+* **Decode** with ``soundfile`` (libsndfile: WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...); integer PCM is read as
+  integers and scaled here, everything else as float32.  Reads longer than 2 x
+  :data:`PARALLEL_DECODE_MIN_SECONDS` are split into chunks decoded by parallel threads (:data:`DECODE_THREADS`);
+  libsndfile seeks sample-accurately, so this equals a sequential read.  What libsndfile cannot read (m4a/AAC,
+  opus, ...) falls back to ``torchcodec`` (FFmpeg).
 * **Mono**: the mean of the channels.
 * **Resample** to :data:`SAMPLE_RATE` = 16 kHz with torchaudio's windowed-sinc kernel
   (``torchaudio.transforms.Resample``, Hann window, ``lowpass_filter_width`` = :data:`RESAMPLE_FILTER_WIDTH`,
   rolloff 0.99).  The kernel is cached per source rate and applied *polyphase-sparsely*: torchaudio convolves
   every output phase with a ``2 * width + orig`` tap kernel of which only ~``2 * width`` taps are non-zero
-  (for 44.1 kHz -> 16 kHz: 475 taps, 34 non-zero); we convolve groups of neighbouring phases with just the
-  columns they use.  The result equals ``torchaudio.functional.resample`` up to float rounding (tested).
-* **Log-mel** (``torch.stft`` + torchaudio's mel filterbank, equal to torchaudio ``MelSpectrogram``): 25 ms Hann windows (:data:`WIN_LENGTH` = 400 samples,
-  ``n_fft`` = 400), 10 ms hop (:data:`HOP_LENGTH` = 160), power spectrum, Slaney mel scale and filter
-  normalization (as Whisper), 0 - 8 kHz.  Frames are *not* centred: frame ``k`` covers samples
+  (for 44.1 kHz -> 16 kHz: 475 taps, 34 non-zero); we multiply groups of neighbouring phases with just the
+  columns they use (see :class:`_Resampler`).  The result equals ``torchaudio.functional.resample`` up to float
+  rounding (tested).
+* **Log-mel** (``torch.stft`` + torchaudio's mel filterbank; equals torchaudio ``MelSpectrogram``): 25 ms Hann
+  windows (:data:`WIN_LENGTH` = 400 samples, ``n_fft`` = 400), 10 ms hop (:data:`HOP_LENGTH` = 160), power
+  spectrum, Slaney mel scale and filter normalization (as Whisper), 0 - 8 kHz.  Frames are *not* centred:
+  frame ``k`` covers samples
   ``[160 k, 160 k + 400)``, so ``n_frames = 1 + (n_samples - 400) // 160`` and a window read of frames
   ``f0 .. f0 + P`` needs exactly samples ``[160 f0, 160 (f0 + P - 1) + 400)`` - no edge padding that would make a
   window differ from the same frames of a whole-file read.
@@ -37,6 +42,11 @@ Errors: every bad input raises :class:`AudioError` naming the file and the reaso
 no samples, silent, too short, window beyond the end).  Batch callers catch it and count the skip.  Silence is
 checked on whole-file reads (:func:`load_audio` without a window, :func:`track_patches`); a silent *window* of a
 song (an intro, a pause) is legitimate data and is returned as is.
+
+Speed (bench/audio.py, 30 s 44.1 kHz stereo -> 64-mel patches): resample ~3 ms and mel ~4 ms of CPU; decoding
+dominates compressed formats (libsndfile: FLAC ~28 ms, OGG/Vorbis ~46 ms, MP3 ~27 ms of CPU, WAV ~3.5 ms).  The
+torch ops take a few ms each: run them on one torch thread in data workers (waking a second OpenMP thread for
+every small op costs more than it saves on a busy machine).
 """
 
 from __future__ import annotations
@@ -202,24 +212,22 @@ def _read_sf_chunk(path: Path, start: int, count: int) -> np.ndarray:
     return _to_mono(data, scale)
 
 
-def _decode_sf(path: Path, info: _Info, start: int, stop: int | None) -> np.ndarray:
-    end = info.frames if stop is None else min(stop, info.frames)
-    n = max(0, end - start)
-    chunks = min(_decode_threads(), int(n // (PARALLEL_DECODE_MIN_SECONDS * info.sample_rate)))
-    if chunks <= 1:
-        return _read_sf_chunk(path, start, -1 if stop is None else n)
-    bounds = [start + n * i // chunks for i in range(chunks + 1)]
-    results: list = [None] * chunks
+def _decode_sf(path: Path, start: int, stop: int | None) -> np.ndarray:
+    return _read_sf_chunk(path, start, -1 if stop is None else max(0, stop - start))
+
+
+def _run_parallel(fn, n: int) -> list:
+    """``[fn(0), ..., fn(n - 1)]`` with ``fn(0)`` in the calling thread and the rest in plain threads (not a pool:
+    safe in processes forked by a DataLoader).  The first exception is re-raised here."""
+    results: list = [None] * n
 
     def work(i: int) -> None:
         try:
-            last = i == chunks - 1 and stop is None  # read to EOF: tolerate a header frame count that is off
-            results[i] = _read_sf_chunk(path, bounds[i], -1 if last else bounds[i + 1] - bounds[i])
-        except BaseException as exc:  # re-raised in the calling thread
+            results[i] = fn(i)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             results[i] = exc
 
-    # Plain threads per call (not a pool): safe in processes forked by a DataLoader/multiprocessing.
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, chunks)]
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, n)]
     for t in threads:
         t.start()
     work(0)
@@ -228,7 +236,16 @@ def _decode_sf(path: Path, info: _Info, start: int, stop: int | None) -> np.ndar
     for r in results:
         if isinstance(r, BaseException):
             raise r
-    return np.concatenate(results)
+    return results
+
+
+def _split(total: int, unit: int, min_len: float) -> list[int]:
+    """Chunk starts (multiples of ``unit``, first 0) splitting ``total`` items into at most ``_decode_threads()``
+    chunks of at least ``min_len``; a single ``[0]`` when splitting does not pay."""
+    k = min(_decode_threads(), int(total // min_len))
+    if k <= 1:
+        return [0]
+    return [total * i // k // unit * unit for i in range(k)]
 
 
 def _decode_torchcodec(
@@ -276,7 +293,7 @@ def _decode(path: Path, info: _Info, start: int, stop: int | None) -> np.ndarray
     """Source samples ``[start, stop)`` (None: to the end) as (n,) float32 mono at ``info.sample_rate``."""
     try:
         if info.backend == "soundfile":
-            return _decode_sf(path, info, start, stop)
+            return _decode_sf(path, start, stop)
         sr = info.sample_rate
         data, sr2 = _decode_torchcodec(path, start / sr, None if stop is None else stop / sr)
         if sr2 != sr:
@@ -366,10 +383,36 @@ def _load_16k(
 ) -> torch.Tensor:
     """16 kHz mono samples ``[start, start + n_out)`` of the 16 kHz version of the file (to the end if None).
 
-    The window is decoded with a margin aligned to the resampler period so the result lies on the same grid as,
-    and equals, the corresponding samples of a whole-file read.
+    A long whole-file read is split into windows (aligned to the resampler period) that threads decode and
+    resample concurrently; windows equal the same samples of a sequential whole-file read.
     """
     info = _info(path)
+    whole = start == 0 and n_out is None
+    wav = None
+    if whole and info.backend == "soundfile" and info.frames:
+        sr = info.sample_rate
+        total = -(-info.frames * SAMPLE_RATE // sr)  # = torchaudio's output length
+        unit = math.lcm(_resampler(sr).new if sr != SAMPLE_RATE else 1, HOP_LENGTH)
+        starts = _split(total, unit, PARALLEL_DECODE_MIN_SECONDS * SAMPLE_RATE)
+        if len(starts) > 1:
+            ends = [*starts[1:], None]
+            parts = _run_parallel(
+                lambda i: _window_16k(
+                    path, info, starts[i], None if ends[i] is None else ends[i] - starts[i]
+                ),
+                len(starts),
+            )
+            wav = torch.cat(parts)
+    if wav is None:
+        wav = _window_16k(path, info, start, n_out)
+    if check_silence and whole and float(wav.abs().max()) < SILENCE_THRESHOLD:
+        raise AudioError(path, f"silent audio (peak amplitude below {SILENCE_THRESHOLD:g})")
+    return wav
+
+
+def _window_16k(path: Path, info: _Info, start: int, n_out: int | None) -> torch.Tensor:
+    """16 kHz samples ``[start, start + n_out)``: decode the source window plus a margin aligned to the resampler
+    period, so the result lies on the same grid as, and equals, the same samples of a whole-file read."""
     sr = info.sample_rate
     whole = start == 0 and n_out is None
     if whole:
@@ -384,13 +427,12 @@ def _load_16k(
         src1 = None if n_out is None else (-(-(start + n_out) // r.new) + margin) * r.orig
         if info.frames is not None and src1 is not None and src1 >= info.frames:
             src1 = None
+    beyond = f"window starts at {start / SAMPLE_RATE:.3f} s, beyond the end of the audio"
     if info.frames is not None and src0 >= info.frames > 0:
-        raise AudioError(path, f"window starts at {start / SAMPLE_RATE:.3f} s, beyond the end of the audio")
+        raise AudioError(path, beyond)
     data = _decode(path, info, src0, src1)
     if data.size == 0:
-        if whole:
-            raise AudioError(path, "no audio samples")
-        raise AudioError(path, f"window starts at {start / SAMPLE_RATE:.3f} s, beyond the end of the audio")
+        raise AudioError(path, "no audio samples" if whole else beyond)
     if not np.isfinite(data).all():
         raise AudioError(path, "decoded samples contain NaN or infinity")
     wav = resample(torch.from_numpy(data), sr)
@@ -398,11 +440,7 @@ def _load_16k(
         lo = start - js
         wav = wav[lo:] if n_out is None else wav[lo : lo + n_out]
         if wav.numel() == 0:
-            raise AudioError(
-                path, f"window starts at {start / SAMPLE_RATE:.3f} s, beyond the end of the audio"
-            )
-    if check_silence and whole and float(wav.abs().max()) < SILENCE_THRESHOLD:
-        raise AudioError(path, f"silent audio (peak amplitude below {SILENCE_THRESHOLD:g})")
+            raise AudioError(path, beyond)
     return wav
 
 
@@ -527,7 +565,17 @@ def _patches_from_16k(wav: torch.Tensor, config: AudioConfig, device, path) -> t
             f"a patch needs at least {need} of {config.patch_frames}",
         )
     dev = _device_key(device)
-    mel = _logmel(config.n_mels, dev)(wav.to(dev))
+    lm = _logmel(config.n_mels, dev)
+    starts = (
+        _split(wav.numel(), HOP_LENGTH, PARALLEL_DECODE_MIN_SECONDS * SAMPLE_RATE) if dev == "cpu" else [0]
+    )
+    if (
+        len(starts) > 1
+    ):  # frames partition exactly: chunk [s_i, s_(i+1) + 240) gives (s_(i+1) - s_i) / 160 frames
+        ends = [s + WIN_LENGTH - HOP_LENGTH for s in starts[1:]] + [wav.numel()]
+        mel = torch.cat(_run_parallel(lambda i: lm(wav[starts[i] : ends[i]]), len(starts)), dim=-1)
+    else:
+        mel = lm(wav.to(dev))
     return to_patches(mel, config.patch_frames, config.max_time_padding)
 
 
