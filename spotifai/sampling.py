@@ -187,9 +187,17 @@ class PatchSource:
         return audio.read_patch(path, offset, self.config).float()
 
     def patch(self, path: str, duration: float, rng: np.random.Generator) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.patch_array(path, duration, rng), dtype=np.float32))
+
+    def patch_array(self, path: str, duration: float, rng: np.random.Generator) -> np.ndarray:
+        """A random patch as an (n_mels, patch_frames) array, possibly a float16 view into the cache (the
+        batch copies it once, into its float32 output)."""
         frames = self.n_frames(path, duration)
         start = int(rng.integers(0, max(0, frames - self.config.patch_frames) + 1))
-        return self.patch_at(path, start)
+        return self._array_at(path, start)
+
+    def _array_at(self, path: str, frame: int) -> np.ndarray:
+        return self.patch_at(path, frame).numpy()
 
 
 class CachedPatchSource(PatchSource):
@@ -248,7 +256,7 @@ class CachedPatchSource(PatchSource):
         if bad.exists():
             raise audio.AudioError(path, bad.read_text(encoding="utf-8").strip() or "failed before (cached)")
         try:
-            arr = np.load(npy, mmap_mode="r")
+            arr = np.load(npy, mmap_mode="c")  # copy-on-write: torch can wrap it (never written)
         except (FileNotFoundError, ValueError, OSError):
             arr = self._compute(path, npy, bad)
         self._open[key] = arr
@@ -272,15 +280,18 @@ class CachedPatchSource(PatchSource):
             raise
         data = mel.to(torch.float16).numpy()
         self._atomic_write(npy, lambda fh: np.save(fh, data))
-        return np.load(npy, mmap_mode="r")
+        return np.load(npy, mmap_mode="c")
 
     def patch_at(self, path: str, frame: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self._array_at(path, frame), dtype=np.float32))
+
+    def _array_at(self, path: str, frame: int) -> np.ndarray:
         mel = self.mel(path)
         T = self.config.patch_frames
         frame = max(0, min(frame, mel.shape[-1] - T))  # the DB duration may overstate the audio slightly
-        window = torch.from_numpy(np.array(mel[:, frame : frame + T], dtype=np.float32))
+        window = mel[:, frame : frame + T]
         if window.shape[-1] < T:
-            window = _pad_patch(window, self.config, path)
+            window = _pad_patch(torch.from_numpy(np.array(window, dtype=np.float32)), self.config, path).numpy()
         return window
 
 
@@ -361,10 +372,10 @@ class BatchMaker:
         state["_source"] = None
         return state
 
-    def _track_patch(self, tid: int, rng: np.random.Generator, new_bad: list) -> torch.Tensor | None:
+    def _track_patch(self, tid: int, rng: np.random.Generator, new_bad: list) -> np.ndarray | None:
         path, duration = self.tracks[tid]
         try:
-            return self.source.patch(path, duration, rng)
+            return self.source.patch_array(path, duration, rng)
         except audio.AudioError as exc:
             self.bad_tracks[tid] = str(exc)
             new_bad.append((tid, str(exc)))
@@ -372,7 +383,7 @@ class BatchMaker:
 
     def _playlist_patches(
         self, pid: int, rng: np.random.Generator, new_bad: list
-    ) -> list[tuple[int, torch.Tensor]] | None:
+    ) -> list[tuple[int, np.ndarray]] | None:
         """K (track id, patch) of playlist ``pid`` (distinct tracks where possible), or None if it has too few
         usable tracks."""
         usable = [t for t in self.playlists[pid] if t not in self.bad_tracks]
@@ -384,7 +395,7 @@ class BatchMaker:
             picks.append(int(rng.integers(len(usable))))
         chosen = [usable[i] for i in picks]
         spare = [usable[i] for i in order[self.K :]]
-        out: list[tuple[int, torch.Tensor]] = []
+        out: list[tuple[int, np.ndarray]] = []
         for tid in chosen:
             patch = self._track_patch(tid, rng, new_bad)
             while patch is None:  # replace a failed track by an unused one, else any usable one
@@ -397,6 +408,12 @@ class BatchMaker:
             out.append((tid, patch))
         return out
 
+    def _stack(self, rows: list[tuple[int, np.ndarray]]) -> torch.Tensor:
+        out = torch.empty((len(rows), self.config.n_mels, self.config.patch_frames), dtype=torch.float32)
+        for i, (_, patch) in enumerate(rows):
+            out[i].copy_(torch.from_numpy(patch))  # one (vectorized) copy: float16 cache -> float32
+        return out
+
     def batch(self, step: int) -> dict:
         """The batch of ``step`` for this rank."""
         shared = np.random.default_rng([self.seed, self.split_code, step])
@@ -407,7 +424,7 @@ class BatchMaker:
         candidates = [self.pids[order[(start + i) % n]] for i in range(n)]
         new_bad: list[tuple[int, str]] = []
         new_bad_playlists: list[int] = []
-        groups_patches: list[list[tuple[int, torch.Tensor]]] = []
+        groups_patches: list[list[tuple[int, np.ndarray]]] = []
         chosen_pids: list[int] = []
         for pid in candidates:
             if len(groups_patches) == self.P:
@@ -437,8 +454,8 @@ class BatchMaker:
         view_a = [item for patches in groups_patches for item in patches[:half]]
         view_b = [item for patches in groups_patches for item in patches[half:]]
         return {
-            "mel_a": torch.stack([patch for _, patch in view_a]),
-            "mel_b": torch.stack([patch for _, patch in view_b]),
+            "mel_a": self._stack(view_a),
+            "mel_b": self._stack(view_b),
             "groups": torch.arange(len(groups_patches), dtype=torch.int64).repeat_interleave(half),
             "tracks_a": torch.tensor([tid for tid, _ in view_a], dtype=torch.int64),
             "tracks_b": torch.tensor([tid for tid, _ in view_b], dtype=torch.int64),

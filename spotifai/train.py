@@ -159,12 +159,18 @@ def default_config(database: str | Path, **overrides) -> dict:
 
 
 def demo_config(database: str | Path) -> dict:
-    """The small config of the CPU demo chain: trains in a few minutes on 2 CPU cores (the one place to tune it)."""
+    """The small config of the CPU demo chain: trains in a few minutes on 2 CPU cores (the one place to tune it).
+
+    300 steps of 8 playlists x 8 patches of 2.56 s (64 mels) through a 3-layer, 96-wide encoder; the patch cache
+    makes every pass after the first decode-free. Measured on the demo corpus: the earlier 2-layer, 64-wide
+    variant ran ~750 patches/s on an idle 2-core CPU (300 steps in about half a minute) and lowered the
+    validation loss from 124 to 90; this one costs about 2.5x as much per patch.
+    """
     return default_config(
         database,
         n_mels=64,
         patch_frames=256,  # 2.56 s patches
-        model={"model_dim": 64, "projection_dim": 256, "n_layers": 2, "n_heads": 4, "ff_dim": 128},
+        model={"model_dim": 96, "projection_dim": 512, "n_layers": 3, "n_heads": 4, "ff_dim": 192},
         optimizer={"learning_rate": 1e-3, "weight_decay": 0.05, "warmup_steps": 30, "grad_clip": 1.0},
         # fp32: bf16 autocast is about 2x slower than fp32 on this CPU (no AMX); on CUDA use bf16 or fp16
         training={"steps": 300, "batch_size": 8, "buffer_size": 8, "precision": "fp32"},
