@@ -4,7 +4,7 @@ Configuration of the original design: 64 mels x 512 frames, model_dim 64, 4 laye
 24 playlists x 16 patches = 384 patches per step, split 8 + 8 per playlist into views a / b (groups = playlist).
 Prints ONE JSON line: wall-clock patches/s and seconds/step (median), plus the process CPU seconds per step and
 the load average, because the machine may be shared (on a busy machine the wall-clock figure mostly measures the
-other processes).  Usage: python bench/train_step.py [--steps N] [--threads T]
+other processes).  Usage: python bench/train_step.py [--steps N] [--threads 2,1] [--no-bf16]
 """
 
 from __future__ import annotations
@@ -64,27 +64,30 @@ def _bench(device: str, dtype: torch.dtype | None, steps: int, warmup: int) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", default="2,1", help="comma-separated torch thread counts to measure")
     ap.add_argument("--no-bf16", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    thread_counts = [int(t) for t in args.threads.split(",")]
     cfg = EncoderConfig(n_mels=64, n_frames=512, model_dim=64, projection_dim=512, n_layers=4, n_heads=4)
     out = {
         "benchmark": "train_step",
         "patches_per_step": PLAYLISTS * PER_PLAYLIST,
         "config": cfg.to_dict(),
         "parameters": sum(p.numel() for p in AudioEncoder(cfg).parameters()),
-        "threads": args.threads,
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "torch": torch.__version__,
-        "cpu_fp32": _bench("cpu", None, args.steps, args.warmup),
         "target_patches_per_s": 65.0,
         "original_patches_per_s": 6.5,
     }
-    if not args.no_bf16:
-        out["cpu_bf16_autocast"] = _bench("cpu", torch.bfloat16, args.steps, args.warmup)
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        out[f"cpu_fp32_threads{threads}"] = _bench("cpu", None, args.steps, args.warmup)
+        if not args.no_bf16:
+            out[f"cpu_bf16_autocast_threads{threads}"] = _bench(
+                "cpu", torch.bfloat16, args.steps, args.warmup
+            )
     if torch.cuda.is_available():
         out["cuda_name"] = torch.cuda.get_device_name()
         out["cuda_fp32"] = _bench("cuda", None, 20, 3)
