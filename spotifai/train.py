@@ -180,6 +180,38 @@ def demo_config(database: str | Path) -> dict:
     )
 
 
+def tiny_config(database: str | Path) -> dict:
+    """A seconds-long config for smoke tests of the whole chain (not for results)."""
+    return default_config(
+        database,
+        n_mels=32,
+        patch_frames=128,
+        model={"model_dim": 32, "projection_dim": 64, "n_layers": 1, "n_heads": 2, "ff_dim": 64},
+        optimizer={"learning_rate": 1e-3, "weight_decay": 0.0, "warmup_steps": 2, "grad_clip": 1.0},
+        training={"steps": 6, "batch_size": 4, "buffer_size": 4, "precision": "fp32"},
+        data={"patch_cache": True, "num_workers": 0},
+        progress={"val_period": 3, "val_batches": 1, "save_period": 3, "checkpoint_period": 6, "loss_window": 2},
+    )
+
+
+PRESETS = {"demo": demo_config, "full": default_config, "tiny": tiny_config}
+
+
+def preset_config(
+    preset: str, database: str | Path, *, steps: int | None = None, overrides: dict | None = None
+) -> dict:
+    """The config of a named preset ("demo": small CPU model; "full": the original's default size, for a GPU;
+    "tiny": smoke tests) with ``steps`` and nested ``overrides`` ({section: {key: value}}) applied."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    config = PRESETS[preset](database)
+    extra = dict(overrides or {})
+    if steps is not None:
+        extra.setdefault("training", {})
+        extra["training"] = {**extra["training"], "steps": int(steps)}
+    return _apply_overrides(config, extra)
+
+
 def _apply_overrides(config: dict, overrides: dict) -> dict:
     config = copy.deepcopy(config)
     for key, value in overrides.items():
