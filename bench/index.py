@@ -73,7 +73,7 @@ def run_size(n: int, dim: int, n_queries: int, hnsw: dict, seed: int, batch_size
                           progress=False)
         build_s = time.perf_counter() - t0
 
-        col = index._collection("projections")
+        col = index.collection("projections")
         sweeps = []
         for ef in ef_searches:
             if ef != hnsw["ef_search"]:
@@ -81,7 +81,7 @@ def run_size(n: int, dim: int, n_queries: int, hnsw: dict, seed: int, batch_size
                 col.modify(configuration={"hnsw": {"ef_search": ef}})
                 SharedSystemClient.clear_system_cache()
                 index = TrackIndex(Path(tmp) / "chroma", collection_prefix="spotifai-bench", hnsw={**hnsw, "ef_search": ef})
-                col = index._collection("projections")
+                col = index.collection("projections")
             for q in queries[:10]:  # warm-up: load the index, caches
                 index.query(q[None], 10)
             lat, found = [], []

@@ -31,13 +31,15 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from spotifai import database
-from spotifai.embed import Embeddings, database_path, load_embeddings
+
+if TYPE_CHECKING:  # spotifai.embed imports torch: only the functions that need it import it at run time
+    from spotifai.embed import Embeddings
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ class TrackIndex:
         self.host, self.port = host, int(port or 8000)
         self.collection_prefix = collection_prefix
         self.hnsw = {**DEFAULT_HNSW, **(hnsw or {})}
+        self._handles: dict[str, Any] = {}  # space -> chromadb Collection, looked up once
         settings = Settings(anonymized_telemetry=False)
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -114,17 +117,26 @@ class TrackIndex:
             raise ValueError(f"unknown embedding space {space!r} (expected one of {SPACES})")
         return f"{self.collection_prefix}-{space}"
 
-    def _get(self, space: str):
-        """The collection of ``space``, or None when it does not exist."""
+    def _get(self, space: str, *, refresh: bool = False):
+        """The collection of ``space``, or None when it does not exist. The handle is kept (one lookup per
+        TrackIndex); ``refresh=True`` looks it up again (fresh metadata / configuration)."""
         name = self.collection_name(space)
+        if not refresh and space in self._handles:
+            return self._handles[space]
         try:
-            return self.client.get_collection(name, embedding_function=None)
+            col = self.client.get_collection(name, embedding_function=None)
         except Exception as exc:  # NotFoundError / ValueError depending on the client
             if "does not exist" in str(exc) or "not found" in str(exc).lower():
+                self._handles.pop(space, None)
                 return None
             raise
+        self._handles[space] = col
+        return col
 
-    def _collection(self, space: str):
+    def collection(self, space: str = "projections"):
+        """The ``chromadb`` Collection of ``space`` (handle kept across calls), for direct queries.
+
+        FileNotFoundError naming the index and the collection when it was never built."""
         col = self._get(space)
         if col is None:
             where = self.path if self.path is not None else f"{self.host}:{self.port}"
@@ -134,22 +146,24 @@ class TrackIndex:
         return col
 
     def _create(self, space: str, metadata: dict):
-        return self.client.create_collection(
+        col = self.client.create_collection(
             self.collection_name(space),
             configuration={"hnsw": dict(self.hnsw)},
             metadata=metadata,
             embedding_function=None,
         )
+        self._handles[space] = col
+        return col
 
     def is_complete(self, space: str = "projections") -> bool:
-        col = self._get(space)
+        col = self._get(space, refresh=True)
         return bool(col is not None and (col.metadata or {}).get("complete"))
 
     def info(self) -> dict:
         """Per space: exists, count, complete, checkpoint_id, hnsw configuration."""
         out: dict[str, Any] = {"client": repr(self)}
         for space in SPACES:
-            col = self._get(space)
+            col = self._get(space, refresh=True)
             if col is None:
                 out[space] = {"exists": False}
                 continue
@@ -205,7 +219,7 @@ class TrackIndex:
             )
         max_batch = int(self.client.get_max_batch_size())
         batch = max(1, min(batch_size or 5000, max_batch - 1 if max_batch > 1 else 1))
-        col = self._get(space)
+        col = self._get(space, refresh=True)
         recreated = False
         if col is not None:
             meta = col.metadata or {}
@@ -222,6 +236,7 @@ class TrackIndex:
             if reasons:
                 log.info("recreating %s: %s", col.name, "; ".join(reasons))
                 self.client.delete_collection(col.name)
+                self._handles.pop(space, None)
                 col = None
         meta = {"complete": False, "checkpoint_id": checkpoint_id, "dim": int(vectors.shape[1]), "space": space}
         if col is None:
@@ -292,20 +307,30 @@ class TrackIndex:
     # -------------------------------------------------------------------------------------------- query
 
     def query(
-        self, vectors: np.ndarray, k: int = 10, space: str = "projections", *, where: dict | None = None
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        space: str = "projections",
+        *,
+        where: dict | None = None,
+        metadata: bool = True,
     ) -> list[list[dict]]:
         """Approximate nearest neighbours of each row of ``vectors`` (Q, dim): Q lists of up to ``k`` dicts
-        (track_id, similarity = 1 - cosine distance, and the stored metadata), most similar first."""
-        col = self._collection(space)
+        (track_id, similarity = 1 - cosine distance, and the stored metadata unless ``metadata=False``),
+        most similar first. All Q rows go to Chroma in one call.
+
+        No ``count()`` first: chromadb (1.5.9, checked) returns fewer than ``k`` results, without an error,
+        when the collection (or the ``where`` filter) holds fewer; an empty collection gives empty lists."""
+        col = self.collection(space)
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        n = col.count()
-        if n == 0 or k <= 0:
+        if k <= 0 or len(vectors) == 0:
             return [[] for _ in range(len(vectors))]
-        res = col.query(
-            query_embeddings=vectors, n_results=min(k, n), where=where, include=["distances", "metadatas"]
-        )
+        include = ["distances", "metadatas"] if metadata else ["distances"]
+        res = col.query(query_embeddings=vectors, n_results=int(k), where=where, include=include)
+        metas_all = res.get("metadatas") if metadata else None
         out: list[list[dict]] = []
-        for ids, dists, metas in zip(res["ids"], res["distances"], res["metadatas"], strict=True):
+        for row, (ids, dists) in enumerate(zip(res["ids"], res["distances"], strict=True)):
+            metas = metas_all[row] if metas_all is not None else [None] * len(ids)
             out.append(
                 [
                     {**(m or {}), "track_id": int(i), "similarity": float(1.0 - d)}
@@ -316,7 +341,7 @@ class TrackIndex:
 
     def vectors(self, track_ids: Sequence[int], space: str = "projections") -> dict[int, np.ndarray]:
         """Stored vectors by track id ({id: (dim,) float32}); ids not in the index are left out."""
-        col = self._collection(space)
+        col = self.collection(space)
         if len(track_ids) == 0:
             return {}
         got = col.get(ids=[str(int(t)) for t in track_ids], include=["embeddings"])
@@ -326,14 +351,17 @@ class TrackIndex:
         """The stored (dim,) vector of ``track_id``, or None when it is not indexed."""
         return self.vectors([track_id], space).get(int(track_id))
 
-    def recommend(self, track_id: int, k: int = 10, space: str = "projections") -> list[dict]:
+    def recommend(
+        self, track_id: int, k: int = 10, space: str = "projections", *, metadata: bool = True
+    ) -> list[dict]:
         """The ``k`` tracks most similar to ``track_id`` (itself excluded): dicts with track_id,
-        similarity (1 - cosine distance), title, artist, album, duration, genre (where known).
+        similarity (1 - cosine distance), and title, artist, album, duration, genre (where known) unless
+        ``metadata=False`` (then only Chroma's ids and distances are read: faster).
         KeyError when the track is not indexed."""
         vec = self.vector(track_id, space)
         if vec is None:
             raise KeyError(f"track {track_id} is not in the index {self.collection_name(space)!r}")
-        hits = self.query(vec[None], k + 1, space)[0]
+        hits = self.query(vec[None], k + 1, space, metadata=metadata)[0]
         return [h for h in hits if h["track_id"] != int(track_id)][:k]
 
 
@@ -376,6 +404,8 @@ def build_index(
 ) -> dict:
     """Index the experiment's ``embeddings.npz`` (run ``spotifai embed`` first) with track metadata from its
     music DB. Returns {features: {...}, projections: {...}, client, checkpoint_id}."""
+    from spotifai.embed import database_path, load_embeddings  # imports torch
+
     experiment_path = Path(experiment_path)
     emb = load_embeddings(experiment_path)
     conn = database.connect(database_path(experiment_path, _experiment_config(experiment_path)), create=False)

@@ -194,3 +194,29 @@ def test_client_server_mode(chroma_server):
     # a second client sees the same index (how users share one)
     other = TrackIndex(host="127.0.0.1", port=chroma_server, collection_prefix="spotifai-served")
     assert [r["track_id"] for r in other.recommend(tid, k=5)] == [r["track_id"] for r in recs]
+
+
+def test_k_above_collection_size_and_handles(tmp_path):
+    emb = _embeddings(6)
+    index = TrackIndex(tmp_path / "chroma", collection_prefix="spotifai-test")
+    index.build(emb, _metadata(emb), progress=False)
+    col = index.collection("projections")
+    assert index.collection("projections") is col  # looked up once
+    tid = int(emb.track_ids[0])
+    recs = index.recommend(tid, k=50)  # more than the collection holds: all the others, no error
+    assert sorted(r["track_id"] for r in recs) == sorted(emb.track_ids[1:].tolist())
+    bare = index.recommend(tid, k=3, metadata=False)
+    assert [r["track_id"] for r in bare] == [r["track_id"] for r in recs[:3]] and "title" not in bare[0]
+    assert index.query(emb.projections[:2], k=0) == [[], []]
+
+
+def test_opening_an_index_does_not_import_torch(tmp_path):
+    emb = _embeddings(20)
+    TrackIndex(tmp_path / "chroma", collection_prefix="spotifai-test").build(emb, _metadata(emb), progress=False)
+    code = (
+        "import sys\nfrom spotifai.index import TrackIndex\n"
+        f"ix = TrackIndex({str(tmp_path / 'chroma')!r}, collection_prefix='spotifai-test')\n"
+        f"print(len(ix.recommend({int(emb.track_ids[0])}, k=3)), 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["3", "False"]

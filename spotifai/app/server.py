@@ -96,11 +96,10 @@ class IndexNeighbours:
     ``experiment``: the experiment folder (it names the collections; the index is ``EXP/chroma`` unless
     ``index_path`` is given); ``host``/``port``: a Chroma server instead of a local folder.
 
-    :meth:`similar` gives what :meth:`spotifai.index.TrackIndex.recommend` gives (the stored vector's
-    nearest cosine neighbours, itself excluded), through the collection handle opened once: ``recommend``
-    looks the collection up again and calls ``count()`` on every query, which alone costs ~15 ms at 100k
-    tracks. Metadata comes from the music DB, so only ids and distances are fetched. Opening also runs one
-    query, so the HNSW graph is in memory before the index reports ready.
+    :meth:`similar` is :meth:`spotifai.index.TrackIndex.recommend` with ``metadata=False`` (metadata comes
+    from the music DB, so only ids and distances are read) on one :class:`~spotifai.index.TrackIndex`, which
+    keeps its collection handles and does not call ``count()`` per query. Opening also runs one query, so the
+    HNSW graph is in memory before the index reports ready. Opening the index does not import torch.
     """
 
     def __init__(
@@ -120,22 +119,14 @@ class IndexNeighbours:
             if not folder.is_dir():  # TrackIndex would create an empty one
                 raise FileNotFoundError(f"{folder}: no ChromaDB index here (build it with `spotifai index`)")
         self._index = index_module.open_index(experiment, path=index_path, host=host, port=port)
-        self._collection = self._index._collection(space)  # FileNotFoundError naming it when never built
-        first = self._collection.get(limit=1, include=["embeddings"])
+        collection = self._index.collection(space)  # FileNotFoundError naming it when never built
+        first = collection.get(limit=1, include=["embeddings"])
         if len(first["ids"]):
-            self._nearest(np.asarray(first["embeddings"], dtype=np.float32), 1)
-
-    def _nearest(self, vectors: np.ndarray, n: int) -> tuple[list[str], list[float]]:
-        res = self._collection.query(query_embeddings=vectors, n_results=n, include=["distances"])
-        return res["ids"][0], res["distances"][0]
+            self._index.query(np.asarray(first["embeddings"], dtype=np.float32), 1, space, metadata=False)
 
     def similar(self, track_id: int, k: int) -> list[tuple[int, float]]:
-        got = self._collection.get(ids=[str(int(track_id))], include=["embeddings"])
-        if not len(got["ids"]):
-            raise KeyError(track_id)
-        ids, distances = self._nearest(np.asarray(got["embeddings"], dtype=np.float32), k + 1)
-        pairs = [(int(i), 1.0 - float(d)) for i, d in zip(ids, distances, strict=True) if int(i) != int(track_id)]
-        return pairs[:k]
+        hits = self._index.recommend(track_id, k, self.space, metadata=False)  # KeyError when not indexed
+        return [(h["track_id"], h["similarity"]) for h in hits]
 
 
 # ------------------------------------------------------------------------------------------------ the app
