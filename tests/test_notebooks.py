@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -23,6 +24,13 @@ def test_committed_notebook_is_clean(path: Path):
         if cell.cell_type == "code":
             assert cell.outputs == [], f"{path.name}: committed with outputs"
             assert cell.execution_count is None, f"{path.name}: committed with execution counts"
+    assigned = {
+        node.targets[0].id
+        for node in ast.parse(tagged[0].source).body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+    # papermill silently ignores parameter lines it cannot parse (e.g. quotes in a comment)
+    assert chain.declared_parameters(path) == assigned, f"{path.name}: papermill does not see every parameter"
     text = path.read_text()
     assert "/work/" not in text and "/home/" not in text and "/root/" not in text, f"{path.name}: machine path"
 

@@ -12,6 +12,7 @@ The browser is the system's Chromium (``/usr/bin/chromium`` by default): nothing
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
 import socket
 import sys
@@ -137,7 +138,10 @@ def screenshot(
 
     app = create_app(database_path, experiment)
     with running_server(app) as url:
-        return capture(url, out, query or default_query(database_path), **kwargs)
+        # Playwright's sync API refuses to run inside a running asyncio loop (a Jupyter kernel has one):
+        # drive the browser from a thread of its own, which has no loop.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(capture, url, out, query or default_query(database_path), **kwargs).result()
 
 
 def main(argv: list[str] | None = None) -> int:
