@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import logging
 import re
 import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,6 +64,9 @@ _TRACK_NUMBER = re.compile(r"^\s*(?:\d{1,2}[-.])?\d{1,3}\s*(?:[-._)]\s*|\s+)(?=\
 _EXTINF = re.compile(r"^#EXTINF\s*:\s*(-?\d+(?:\.\d*)?)\b[^,]*,(.*)$", re.IGNORECASE)
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")
 _MAX_LISTED = 1000  # per list in the summary: further items are counted, not listed
+# Secondary indexes that Ingester.bulk_load() drops and re-creates (all are in schema.sql).
+_BULK_INDEXES = ("playlist_tracks_track", "tracks_artist", "tracks_album", "tracks_popularity")
+_BULK_MIN_ENTRIES = 200_000  # smaller MPD batches are not worth a bulk load
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -322,6 +324,7 @@ class Ingester:
         self._by_tail: dict[str, int | None] | None = None  # last 2 path parts, lower case -> id (None: ambiguous)
         self._by_name: dict[tuple[str, str], int] | None = None  # (artist, title) normalized -> id
         self._mpd: _MpdCaches | None = None
+        self._bulk_indexes: dict[str, str] | None = None  # inside bulk_load(): dropped index name -> its SQL
 
     # ---- caches (dropped after a rolled-back transaction: they may hold ids that no longer exist)
 
@@ -595,10 +598,65 @@ class Ingester:
 
     def mpd(self, path: str | Path) -> None:
         """Ingest a Million Playlist Dataset slice, or every ``mpd.slice.*.json`` in a folder (one transaction
-        per file)."""
-        files = _mpd_files(Path(path))
-        for file in tqdm(files, desc="MPD slices", unit="file", disable=not self.progress or len(files) < 2):
-            self.mpd_file(file)
+        per file; a big batch runs as a :meth:`bulk_load`)."""
+        self.mpd_files(_mpd_files(Path(path)))
+
+    def mpd_files(self, files: Sequence[str | Path]) -> None:
+        """Ingest MPD slice files (one transaction each). When they hold more playlist entries than the DB
+        already has (estimated from the file sizes), they are loaded as one :meth:`bulk_load`."""
+        with self.bulk_load() if self._bulk_worthwhile(files) else nullcontext():
+            for file in tqdm(files, desc="MPD slices", unit="file", disable=not self.progress or len(files) < 2):
+                self.mpd_file(file)
+
+    def _bulk_worthwhile(self, files: Sequence[str | Path]) -> bool:
+        estimate = 0  # playlist entries: MPD JSON takes about 300-500 bytes per entry
+        for file in files:
+            try:
+                estimate += Path(file).stat().st_size // 500
+            except OSError:
+                pass
+        if estimate < _BULK_MIN_ENTRIES:
+            return False
+        return estimate >= self.conn.execute("SELECT COUNT(*) FROM playlist_tracks").fetchone()[0]
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Bulk-load mode for many MPD slices (or any big batch of sources) in a row.
+
+        Inside, the secondary indexes of ``_BULK_INDEXES`` (membership by track, tracks by artist / album /
+        popularity) are dropped: each file's transaction then only appends rows instead of updating those
+        B-trees at random places (which dirties nearly every index page in every transaction once the index
+        outgrows the page cache). On exit the indexes are re-created from their original SQL (one sort each),
+        popularity is updated before the popularity index is rebuilt, and the caller's transactions were one
+        per file as usual. Dropping an index changes no data: the DB is valid at every point; if the process
+        dies inside, :func:`spotifai.database.connect` re-creates the missing indexes (schema.sql). Worth it when
+        the batch is at least as big as what the DB holds; nested calls are no-ops."""
+        if self._bulk_indexes is not None:
+            yield
+            return
+        self._bulk_indexes = {}
+        try:
+            with _transaction(self.conn):
+                for name in _BULK_INDEXES:
+                    row = self.conn.execute(
+                        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
+                    if row is not None and row[0]:
+                        self._bulk_indexes[name] = row[0]
+                        self.conn.execute(f"DROP INDEX {name}")
+            log.info("bulk load: dropped indexes %s", ", ".join(self._bulk_indexes) or "(none)")
+            yield
+        finally:
+            dropped, self._bulk_indexes = self._bulk_indexes, None
+            if dropped:
+                later = {k: v for k, v in dropped.items() if k == "tracks_popularity"}
+                with _transaction(self.conn):
+                    for name, sql in dropped.items():
+                        if name not in later:
+                            self.conn.execute(sql)
+                self.update_popularity()  # cheaper before the popularity index exists
+                with _transaction(self.conn):
+                    for sql in later.values():
+                        self.conn.execute(sql)
 
     def mpd_file(self, path: str | Path) -> None:
         path = Path(path).resolve()
@@ -639,6 +697,7 @@ class Ingester:
             int(conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {t}").fetchone()[0]) + 1
             for t in ("artists", "albums", "tracks", "playlists")
         )
+        first_new_track = next_track
         artists, albums, tracks, playlist_ids = c.artists, c.albums, c.tracks, c.playlists
         new_artists: list[tuple[int, str]] = []
         new_albums: list[tuple[int, str, int | None]] = []
@@ -647,9 +706,57 @@ class Ingester:
         new_playlists: list[tuple[int, str, str]] = []
         renamed: list[tuple[str, int]] = []
         replaced: list[int] = []
-        members: list[tuple[int, int, int]] = []
-        in_file: dict[str, int] = {}  # uri -> id, tracks already handled in this file
+        members: list[tuple[int, str]] = []  # (playlist id, JSON array of its track ids in order)
+        n_members = 0
+        written: list[list[int]] = []  # track ids of each written playlist
+        unchanged_before = s.playlists_unchanged
+        in_file: dict[str, int] = {}  # uri -> id, tracks already resolved in this file
         unchanged_tracks = 0
+        def resolve(item: dict) -> int:
+            """Id of the track of playlist entry ``item`` (new tracks get the next id); remembered in ``in_file``."""
+            nonlocal next_artist, next_album, next_track, unchanged_tracks
+            uri = item["track_uri"]
+            if type(uri) is not str or not uri:
+                raise _BadEntry
+            title = item.get("track_name") or uri
+            if type(title) is not str:
+                title = str(title)
+            artist = item.get("artist_name") or None
+            album = item.get("album_name") or None
+            rec = tracks.get(uri)
+            if rec is not None and rec[1] == title and rec[2] == artist and rec[3] == album:
+                unchanged_tracks += 1
+                tid = in_file[uri] = rec[0]
+                return tid
+            aid = None
+            if artist is not None:
+                aid = artists.get(artist)
+                if aid is None:
+                    aid = artists[artist] = next_artist
+                    next_artist += 1
+                    new_artists.append((aid, artist))
+            alid = None
+            if album is not None:
+                alid = albums.get((album, aid))
+                if alid is None:
+                    alid = albums[(album, aid)] = next_album
+                    next_album += 1
+                    new_albums.append((alid, album, aid))
+            if rec is None:
+                tid = next_track
+                next_track += 1
+                ms = item.get("duration_ms")
+                new_tracks.append((tid, uri, title, aid, alid, ms / 1000 if isinstance(ms, int | float) and ms > 0 else None))
+            else:
+                tid = rec[0]
+                if (rec[1], rec[4], rec[5]) != (title, aid, alid):
+                    changed_tracks.append((title, aid, alid, tid))
+                else:
+                    unchanged_tracks += 1
+            tracks[uri] = (tid, title, artist, album, aid, alid)
+            in_file[uri] = tid
+            return tid
+
         for index, pl in enumerate(playlists):
             if not isinstance(pl, dict) or not isinstance(pl.get("tracks"), list) or pl.get("pid") is None:
                 s.error(f"{path}: playlist #{index}: not an object with \"pid\" and a \"tracks\" list; skipped")
@@ -662,50 +769,16 @@ class Ingester:
                     items = sorted(items, key=lambda t: t["pos"])
             except (KeyError, TypeError):
                 pass  # no (comparable) positions: keep the file's order
-            try:
-                tids = [in_file[t["track_uri"]] for t in items]  # fast path: tracks seen earlier in this file
-            except (KeyError, TypeError):
+            try:  # ids are never 0: a miss in in_file resolves the entry
+                tids = [in_file.get(t["track_uri"]) or resolve(t) for t in items]
+            except (KeyError, TypeError, AttributeError, _BadEntry):  # an entry that is not a track: go slowly
                 tids = []
-            for item in () if tids else items:
-                uri = item.get("track_uri") if isinstance(item, dict) else None
-                tid = in_file.get(uri)
-                if tid is None:
+                for item in items:
+                    uri = item.get("track_uri") if isinstance(item, dict) else None
                     if not isinstance(uri, str) or not uri:
                         s.error(f"{path}: playlist {pl['pid']}: a track without \"track_uri\"; skipped")
                         continue
-                    artist = item.get("artist_name") or None
-                    aid = None
-                    if artist is not None:
-                        aid = artists.get(artist)
-                        if aid is None:
-                            aid = artists[artist] = next_artist
-                            next_artist += 1
-                            new_artists.append((aid, artist))
-                    album = item.get("album_name") or None
-                    alid = None
-                    if album is not None:
-                        alid = albums.get((album, aid))
-                        if alid is None:
-                            alid = albums[(album, aid)] = next_album
-                            next_album += 1
-                            new_albums.append((alid, album, aid))
-                    title = str(item.get("track_name") or uri)
-                    rec = tracks.get(uri)
-                    if rec is None:
-                        tid = next_track
-                        next_track += 1
-                        tracks[uri] = (tid, title, aid, alid)
-                        ms = item.get("duration_ms")
-                        new_tracks.append((tid, uri, title, aid, alid, ms / 1000 if isinstance(ms, int | float) and ms > 0 else None))
-                    else:
-                        tid = rec[0]
-                        if rec[1:] != (title, aid, alid):
-                            tracks[uri] = (tid, title, aid, alid)
-                            changed_tracks.append((title, aid, alid, tid))
-                        else:
-                            unchanged_tracks += 1
-                    in_file[uri] = tid
-                tids.append(tid)
+                    tids.append(in_file.get(uri) or resolve(item))
             pid = playlist_ids.get(key)
             if pid is None:
                 pid = playlist_ids[key] = next_playlist
@@ -724,31 +797,45 @@ class Ingester:
                 replaced.append(pid)
                 self._touched.update(old)
                 s.playlists_updated += 1
-            members.extend(zip(itertools.repeat(pid, len(tids)), range(len(tids)), tids, strict=True))
-            self._touched.update(tids)
+            if tids:
+                members.append((pid, orjson.dumps(tids).decode()))
+                n_members += len(tids)
+                written.append(tids)
+        if s.playlists_unchanged == unchanged_before:  # every track of this file is in a written playlist
+            self._touched.update(in_file.values())
+        else:
+            for tids in written:
+                self._touched.update(tids)
         conn.executemany("INSERT INTO artists(id, name) VALUES (?, ?)", new_artists)
         conn.executemany("INSERT INTO albums(id, title, artist_id) VALUES (?, ?, ?)", new_albums)
-        defer = c.can_defer_search_index and len(new_tracks) > 100
-        if defer:
-            conn.execute("INSERT INTO meta(key, value) VALUES ('search_index_deferred', '1')")
+        # Many new tracks: index them for search with one INSERT ... SELECT instead of the per-row trigger (the
+        # trigger is dropped and re-created inside this transaction, so no other connection ever sees it missing).
+        trigger = _search_insert_trigger(conn) if len(new_tracks) > 100 else None
+        if trigger is not None:
+            conn.execute("DROP TRIGGER track_search_insert")
         conn.executemany(
             "INSERT INTO tracks(id, uri, title, artist_id, album_id, duration) VALUES (?, ?, ?, ?, ?, ?)", new_tracks
         )
-        if defer:
+        if trigger is not None:
             conn.execute(
                 "INSERT INTO track_search(rowid, title, artist, album)"
-                " SELECT id, title, artist, album FROM track_text WHERE id >= ?", (new_tracks[0][0],)
+                " SELECT id, title, artist, album FROM track_text WHERE id >= ?", (first_new_track,)
             )
-            conn.execute("DELETE FROM meta WHERE key = 'search_index_deferred'")
+            conn.execute(trigger)
         conn.executemany("UPDATE tracks SET title = ?, artist_id = ?, album_id = ? WHERE id = ?", changed_tracks)
         conn.executemany("INSERT INTO playlists(id, source_key, name) VALUES (?, ?, ?)", new_playlists)
         conn.executemany("UPDATE playlists SET name = ? WHERE id = ?", renamed)
         conn.executemany("DELETE FROM playlist_tracks WHERE playlist_id = ?", ((p,) for p in replaced))
-        conn.executemany("INSERT INTO playlist_tracks(playlist_id, position, track_id) VALUES (?, ?, ?)", members)
+        # One statement per playlist; SQLite unpacks the JSON array of track ids (3x less CPU than one bound
+        # row per membership). Positions are 0 .. n-1 in playlist order.
+        conn.executemany(
+            "INSERT INTO playlist_tracks(playlist_id, position, track_id) SELECT ?, key, value FROM json_each(?)",
+            members,
+        )
         s.tracks_added += len(new_tracks)
         s.tracks_updated += len(changed_tracks)
         s.tracks_unchanged += unchanged_tracks
-        s.memberships_written += len(members)
+        s.memberships_written += n_members
 
     def audio_map(self, path: str | Path) -> None:
         """Give Spotify tracks their audio: a CSV (``track_uri,path``) or JSON (``{uri: path}`` or
@@ -831,29 +918,16 @@ class Ingester:
     # ---- end of run
 
     def update_popularity(self) -> None:
-        """popularity = number of playlist entries, for every track whose playlists changed in this run."""
-        touched = sorted(self._touched)
-        if not touched:
+        """popularity = number of playlist entries, for every track whose playlists changed in this run (one
+        set-based UPDATE; tracks now in no playlist keep theirs)."""
+        if not self._touched:
             return
         with _transaction(self.conn):
-            if len(touched) > 20000:
-                counts = self.conn.execute(
-                    "SELECT track_id, COUNT(*) FROM playlist_tracks GROUP BY track_id").fetchall()
-                wanted = set(touched)
-                counts = [(n, t) for t, n in counts if t in wanted]
-            else:
-                counts = []
-                for start in range(0, len(touched), 900):
-                    chunk = touched[start : start + 900]
-                    marks = ",".join("?" * len(chunk))
-                    counts.extend(
-                        (n, t) for t, n in self.conn.execute(
-                            f"SELECT track_id, COUNT(*) FROM playlist_tracks WHERE track_id IN ({marks})"
-                            " GROUP BY track_id", chunk)
-                    )
-            self.conn.executemany(
-                "UPDATE tracks SET popularity = ? WHERE id = ? AND popularity IS NOT ?",
-                ((float(n), t, float(n)) for n, t in counts),
+            self.conn.execute(
+                "UPDATE tracks SET popularity = c.n FROM (SELECT track_id, COUNT(*) AS n FROM playlist_tracks"
+                " WHERE track_id IN (SELECT value FROM json_each(?)) GROUP BY track_id) AS c"
+                " WHERE tracks.id = c.track_id AND tracks.popularity IS NOT c.n",
+                (orjson.dumps(sorted(self._touched)).decode(),),
             )
         self._touched.clear()
 
@@ -864,23 +938,35 @@ class Ingester:
         return self.summary
 
 
+class _BadEntry(Exception):
+    """A playlist entry without a usable ``track_uri``."""
+
+
+def _search_insert_trigger(conn: sqlite3.Connection) -> str | None:
+    """The SQL of schema.sql's search-index insert trigger, or None when this DB indexes new tracks otherwise (then
+    nothing may be deferred)."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'track_search_insert'").fetchone()
+    if row is None or "INSERT INTO track_search(rowid, title, artist, album)" not in row[0]:
+        return None
+    return row[0]
+
+
 @dataclass
 class _MpdCaches:
     artists: dict[str, int]
     albums: dict[tuple[str, int | None], int]
-    tracks: dict[str, tuple[int, str, int | None, int | None]]  # uri -> (id, title, artist id, album id)
+    # uri -> (id, title, artist name, album title, artist id, album id)
+    tracks: dict[str, tuple[int, str, str | None, str | None, int | None, int | None]]
     playlists: dict[str, int]  # source key -> id
-    can_defer_search_index: bool  # the insert trigger honours meta 'search_index_deferred' (schema.sql)
 
     @classmethod
     def load(cls, conn: sqlite3.Connection) -> _MpdCaches:
-        trigger = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'track_search_insert'").fetchone()
         return cls(
-            can_defer_search_index=bool(trigger and "search_index_deferred" in trigger[0]),
             artists={r[0]: r[1] for r in conn.execute("SELECT name, id FROM artists")},
             albums={(r[0], r[1]): r[2] for r in conn.execute("SELECT title, artist_id, id FROM albums")},
-            tracks={r[0]: (r[1], r[2], r[3], r[4]) for r in conn.execute(
-                "SELECT uri, id, title, artist_id, album_id FROM tracks")},
+            tracks={r[0]: r[1:] for r in conn.execute(
+                "SELECT t.uri, t.id, t.title, ar.name, al.title, t.artist_id, t.album_id FROM tracks t"
+                " LEFT JOIN artists ar ON ar.id = t.artist_id LEFT JOIN albums al ON al.id = t.album_id")},
             playlists={r[0]: r[1] for r in conn.execute("SELECT source_key, id FROM playlists")},
         )
 
@@ -905,8 +991,7 @@ def ingest(
     ing = Ingester(conn, progress=progress)
     for folder in folders:
         ing.folder(folder)
-    for file in tqdm(mpd_files, desc="MPD slices", unit="file", disable=not progress or len(mpd_files) < 2):
-        ing.mpd_file(file)
+    ing.mpd_files(mpd_files)
     if mpd_audio_map is not None:
         ing.audio_map(mpd_audio_map)
     for file in m3u:
