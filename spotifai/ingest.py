@@ -31,8 +31,11 @@ Guarantees:
   entries (tracks in no playlist keep theirs).
 
 Speed: the MPD path keeps dicts of name/URI -> id for artists, albums, tracks and playlists for the whole run,
-assigns ids itself and writes each file with ``executemany`` (see ``bench/ingest.py``; target >= 200,000
-memberships/s). JSON is parsed with orjson.
+assigns ids itself, resolves each track once per file, and writes each file with a few ``executemany`` calls
+(memberships: one statement per playlist, its track ids unpacked by ``json_each``); many new tracks are indexed for
+search with one INSERT ... SELECT. A batch of slices bigger than the DB runs as :meth:`Ingester.bulk_load`
+(secondary indexes re-created at the end). See ``bench/ingest.py`` (target >= 200,000 memberships/s). JSON is
+parsed with orjson.
 """
 
 from __future__ import annotations
