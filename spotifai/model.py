@@ -133,6 +133,12 @@ class AudioEncoder(nn.Module):
         self.projector = nn.Sequential(
             nn.Linear(d, p), nn.BatchNorm1d(p), nn.ReLU(inplace=True), nn.Linear(p, p)
         )
+        # Standardize features and projections per dimension (batch statistics in training, running statistics
+        # at inference). The loss only sees standardized projections, so their raw mean is arbitrary; without
+        # this every track vector shares one large common component and all cosine similarities are ~1.
+        # No affine parameters: these layers change the geometry of the outputs, not what the model can learn.
+        self.feature_norm = nn.BatchNorm1d(d, affine=False)
+        self.projection_norm = nn.BatchNorm1d(p, affine=False)
 
     def _positions(self, length: int, like: torch.Tensor) -> torch.Tensor:
         if length > self.positions.shape[0]:
@@ -150,7 +156,7 @@ class AudioEncoder(nn.Module):
         x = x + self._positions(x.shape[1], x)
         for block in self.blocks:
             x = block(x)
-        return self.ln_post(x).mean(dim=1)
+        return self.feature_norm(self.ln_post(x).mean(dim=1))
 
     def forward(self, mel: torch.Tensor, output: str = "both"):
         if output not in _OUTPUTS:
@@ -158,7 +164,7 @@ class AudioEncoder(nn.Module):
         features = self.features(mel)
         if output == "features":
             return features
-        projections = self.projector(features)
+        projections = self.projection_norm(self.projector(features))
         if output == "projections":
             return projections
         return features, projections
