@@ -339,3 +339,32 @@ def test_bulk_load_matches_file_by_file_and_restores_indexes(tmp_path):
     again = ing.finish()
     assert again.playlists_unchanged == 30 and again.memberships_written == 0
     assert _snapshot(bulk) == _snapshot(plain)
+
+
+def test_mpd_malformed_parts_skipped_and_same_result_as_well_formed(tmp_path):
+    """A slice with bad playlists / entries (lenient orjson path) is ingested like the same slice without them
+    (msgspec fast path); entries are ordered by "pos"; each bad part is reported with the file."""
+    good = [
+        {"pid": 1, "name": "A", "tracks": [_mpd_track(2, 3), _mpd_track(0, 1), _mpd_track(1, 2)]},
+        {"pid": "x", "tracks": [_mpd_track(0, 2), _mpd_track(1, 4)]},
+    ]
+    bad = [
+        {"pid": 1, "name": "A", "tracks": [_mpd_track(2, 3), {"pos": 3, "track_uri": ""}, _mpd_track(0, 1),
+                                           {"pos": 4}, _mpd_track(1, 2)]},
+        {"name": "no pid", "tracks": []},
+        7,
+        {"pid": "x", "tracks": [_mpd_track(0, 2), _mpd_track(1, 4)]},
+    ]
+    results = []
+    for name, playlists in (("good", good), ("bad", bad)):
+        conn = database.connect(tmp_path / f"{name}.db")
+        summary = ingest(conn, mpd=[_mpd_slice(tmp_path / f"mpd.slice.{name}.json", playlists)])
+        assert summary.sources_ingested == 1 and summary.sources_failed == 0
+        results.append((_snapshot(conn), summary.error_count, summary.errors))
+        conn.close()
+    (snap_good, n_good, _), (snap_bad, n_bad, errors) = results
+    assert snap_good == snap_bad and n_good == 0 and n_bad == 4
+    assert all(str(tmp_path / "mpd.slice.bad.json") in e for e in errors)
+    uris = dict((r[0], r[1]) for r in snap_good["tracks"])
+    first = [uris[t] for p, _, t in sorted(snap_good["playlist_tracks"]) if p == 1]
+    assert first == ["spotify:track:0001", "spotify:track:0002", "spotify:track:0003"]
