@@ -29,6 +29,7 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 130) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a figure is for everyone
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
