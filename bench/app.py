@@ -18,7 +18,6 @@ import argparse
 import importlib.util
 import json
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from spotifai import database, index  # noqa: E402
+from spotifai.app.screenshot import free_port  # noqa: E402
 
 TARGET_P95_MS = 30.0
 
@@ -44,11 +44,6 @@ def _search_bench_module():
     spec.loader.exec_module(module)
     return module
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prepare(work: Path, n_tracks: int, dim: int, seed: int) -> tuple[Path, Path, dict]:
@@ -135,7 +130,7 @@ def main() -> None:
     rng = random.Random(args.seed + 2)
     track_ids = [rng.choice(all_ids) for _ in range(args.requests + args.warmup)]
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = args.work / "server.log"
     t0 = time.perf_counter()

@@ -3,7 +3,6 @@ recommendations, and client/server mode against a real ``chroma run`` server."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 from chromadb.api.models.Collection import Collection
 
+from spotifai.app.screenshot import free_port
 from spotifai.embed import Embeddings
 from spotifai.index import DEFAULT_HNSW, TrackIndex, track_metadata
 
@@ -138,11 +138,6 @@ def test_interrupted_build_completes_when_run_again(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------ client/server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture()
 def chroma_server(tmp_path):
@@ -150,7 +145,7 @@ def chroma_server(tmp_path):
     import httpx
 
     chroma = Path(sys.executable).with_name("chroma")
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "chroma.log").open("wb")
     proc = subprocess.Popen(
         [str(chroma), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)],
