@@ -90,3 +90,29 @@ def barlow_twins_loss(
     on_diag = (1.0 - diag).pow(2).sum()
     off_diag = c.pow(2).sum() - diag.pow(2).sum()
     return on_diag + lambd * off_diag
+
+
+def playlist_and_track_loss(
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    groups: torch.Tensor,
+    track_weight: float = 0.0,
+    lambd: float = 5e-3,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """The playlist loss plus ``track_weight`` times a per-track Barlow Twins term (scalar, float32).
+
+    For batches whose row ``i`` of ``z_a`` and of ``z_b`` are two patches of the *same* track (the sampler's
+    ``same_track_views``): ``barlow_twins_loss(z_a, z_b, groups) + track_weight * barlow_twins_loss(z_a, z_b,
+    arange(n))``; the second term has singleton groups, i.e. it is the standard Barlow Twins loss with two cuts
+    of one track as the two views. Why both: playlist positives alone pull all tracks of a genre playlist
+    together and wash out what tells one artist from another within a genre; the track term keeps the
+    features that are stable within a song (instruments, timbre, groove), which is what artists share across
+    their songs. On the demo corpus it raised held-out playlist precision@10 and artist precision@10 (see
+    README). ``track_weight = 0`` gives exactly :func:`barlow_twins_loss`.
+    """
+    loss = barlow_twins_loss(z_a, z_b, groups, lambd=lambd, eps=eps)
+    if track_weight:
+        singletons = torch.arange(z_a.shape[0], device=groups.device)
+        loss = loss + track_weight * barlow_twins_loss(z_a, z_b, singletons, lambd=lambd, eps=eps)
+    return loss

@@ -8,6 +8,11 @@ One training step sees ``P`` playlists (``training.buffer_size``) x ``K`` patche
 * the first ``K/2`` patches of a playlist form view ``a``, the last ``K/2`` view ``b``; the group id of a row
   is the playlist's position in the batch (``0..P-1``), so row ``i`` of ``mel_a`` and row ``i`` of ``mel_b``
   are two different tracks of the same playlist: a positive pair for the multi-positive Barlow Twins loss.
+* with ``same_track_views`` (config ``training.track_weight`` > 0) a playlist gives ``K/2`` distinct tracks
+  instead, each cut twice at independent random offsets: row ``i`` of ``mel_a`` and row ``i`` of ``mel_b`` are
+  two patches of the *same* track (``tracks_a == tracks_b``), so the trainer can add a per-track Barlow Twins
+  term (see :func:`spotifai.loss.playlist_and_track_loss`), while every pair of rows of one playlist is
+  still a playlist positive.
 
 A batch is a dict ``{"mel_a": (P*K/2, n_mels, patch_frames) float32, "mel_b": same, "groups": (P*K/2,)
 int64, "tracks_a"/"tracks_b": (P*K/2,) int64 track ids of the rows, "playlists": (P,) int64 playlist id of
@@ -340,6 +345,7 @@ class BatchMaker:
         rank: int = 0,
         world_size: int = 1,
         cache_dir: str | Path | None = None,
+        same_track_views: bool = False,
     ):
         if batch_size < 2 or batch_size % 2:
             raise ValueError(f"batch_size must be even and >= 2, got {batch_size}")
@@ -357,6 +363,7 @@ class BatchMaker:
         self.rank = rank
         self.world_size = world_size
         self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self.same_track_views = bool(same_track_views)
         self._source: PatchSource | None = None
         self.bad_tracks: dict[int, str] = {}
         self.bad_playlists: set[int] = set()
@@ -384,29 +391,46 @@ class BatchMaker:
     def _playlist_patches(
         self, pid: int, rng: np.random.Generator, new_bad: list
     ) -> list[tuple[int, np.ndarray]] | None:
-        """K (track id, patch) of playlist ``pid`` (distinct tracks where possible), or None if it has too few
-        usable tracks."""
+        """K (track id, patch) of playlist ``pid``, or None if it has too few usable tracks.
+
+        Default: K distinct tracks where possible, one patch each. ``same_track_views``: K/2 distinct tracks
+        where possible, two patches each, ordered ``[first patches..., second patches...]`` so that the halves
+        (the two views) hold the same tracks in the same order."""
         usable = [t for t in self.playlists[pid] if t not in self.bad_tracks]
         if len(usable) < _MIN_USABLE_TRACKS:
             return None
+        n_tracks = self.K // 2 if self.same_track_views else self.K
+        cuts = 2 if self.same_track_views else 1
         order = list(rng.permutation(len(usable)))
-        picks = order[: self.K]
-        while len(picks) < self.K:  # short playlist: every track once, then with replacement
+        picks = order[:n_tracks]
+        while len(picks) < n_tracks:  # short playlist: every track once, then with replacement
             picks.append(int(rng.integers(len(usable))))
         chosen = [usable[i] for i in picks]
-        spare = [usable[i] for i in order[self.K :]]
-        out: list[tuple[int, np.ndarray]] = []
+        spare = [usable[i] for i in order[n_tracks:]]
+        out: list[list[tuple[int, np.ndarray]]] = []
         for tid in chosen:
-            patch = self._track_patch(tid, rng, new_bad)
-            while patch is None:  # replace a failed track by an unused one, else any usable one
+            patches = self._track_patches(tid, cuts, rng, new_bad)
+            while patches is None:  # replace a failed track by an unused one, else any usable one
                 usable = [t for t in usable if t not in self.bad_tracks]
                 if len(usable) < _MIN_USABLE_TRACKS:
                     return None
                 spare = [t for t in spare if t not in self.bad_tracks]
                 tid = spare.pop() if spare else usable[int(rng.integers(len(usable)))]
-                patch = self._track_patch(tid, rng, new_bad)
-            out.append((tid, patch))
-        return out
+                patches = self._track_patches(tid, cuts, rng, new_bad)
+            out.append([(tid, p) for p in patches])
+        return [track[cut] for cut in range(cuts) for track in out]
+
+    def _track_patches(
+        self, tid: int, cuts: int, rng: np.random.Generator, new_bad: list
+    ) -> list[np.ndarray] | None:
+        """``cuts`` patches of track ``tid`` at independent random offsets, or None if any of them fails."""
+        patches = []
+        for _ in range(cuts):
+            patch = self._track_patch(tid, rng, new_bad)
+            if patch is None:
+                return None
+            patches.append(patch)
+        return patches
 
     def _stack(self, rows: list[tuple[int, np.ndarray]]) -> torch.Tensor:
         out = torch.empty((len(rows), self.config.n_mels, self.config.patch_frames), dtype=torch.float32)

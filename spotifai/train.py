@@ -18,8 +18,10 @@ Config keys (see :func:`default_config`; every key is required, unknown keys are
   to 0 at training.steps), grad_clip (max gradient norm; 0 = off).
 * ``training``: steps, batch_size (K patches per playlist, even, >= 2), buffer_size (P playlists per step and
   rank, >= 2), precision ("bf16" | "fp16" | "fp32"; fp16 uses a GradScaler and needs CUDA, on CPU it falls
-  back to bf16), lambd (Barlow Twins off-diagonal weight), max_nonfinite_steps (consecutive non-finite losses
-  that stop training).
+  back to bf16), lambd (Barlow Twins off-diagonal weight), track_weight (weight of the same-track Barlow Twins
+  term; > 0 makes each playlist give K/2 tracks cut twice, see :mod:`spotifai.sampling`; 0 = playlist
+  positives only; a config written before this key existed reads as 0, how it was trained),
+  max_nonfinite_steps (consecutive non-finite losses that stop training).
 * ``data``: database, seed, validation_fraction, heldout_track_fraction, min_tracks (passed to
   :func:`spotifai.database.split`), audio (:class:`spotifai.audio.AudioConfig` fields), patch_cache (bool),
   cache_dir (str or null = "cache" in the experiment), num_workers (DataLoader workers per rank).
@@ -68,7 +70,7 @@ import torch.distributed as dist
 
 from spotifai import sampling
 from spotifai.audio import AudioConfig
-from spotifai.loss import barlow_twins_loss
+from spotifai.loss import playlist_and_track_loss
 from spotifai.model import AudioEncoder, EncoderConfig
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "buffer_size": (int,),
         "precision": (str,),
         "lambd": (float,),
+        "track_weight": (float,),
         "max_nonfinite_steps": (int,),
     },
     "data": {
@@ -121,6 +124,9 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
     },
 }
 _SECTIONS = ("model", "optimizer", "training", "data", "progress")
+# Keys added after experiments were first written, with the value that reproduces how those were trained
+# (so an old experiment still loads, resumes and embeds exactly as before).
+_LEGACY_DEFAULTS: dict[str, dict] = {"training": {"track_weight": 0.0}}
 
 
 def default_config(database: str | Path, **overrides) -> dict:
@@ -139,7 +145,7 @@ def default_config(database: str | Path, **overrides) -> dict:
         "optimizer": {"learning_rate": 3e-4, "weight_decay": 0.05, "warmup_steps": 500, "grad_clip": 1.0},
         "training": {
             "steps": 20000, "batch_size": 32, "buffer_size": 24, "precision": "bf16", "lambd": 5e-3,
-            "max_nonfinite_steps": 20,
+            "track_weight": 1.0, "max_nonfinite_steps": 20,
         },
         "data": {
             "database": str(Path(database).resolve()),
@@ -266,6 +272,9 @@ def validate_config(config: dict, source: str = "config") -> dict:
             raise ConfigError(f"{source}: missing section {section!r}")
         if not isinstance(cfg[section], dict):
             raise ConfigError(f"{source}: {section}: expected an object, got {type(cfg[section]).__name__}")
+    for section, defaults in _LEGACY_DEFAULTS.items():
+        for key, value in defaults.items():
+            cfg[section].setdefault(key, value)
     for section, keys in _SCHEMA.items():
         for key in cfg[section]:
             if key not in keys:
@@ -307,6 +316,8 @@ def validate_config(config: dict, source: str = "config") -> dict:
         bad("training.precision", f"must be one of {', '.join(PRECISIONS)}")
     if t["lambd"] < 0:
         bad("training.lambd", "must be >= 0")
+    if t["track_weight"] < 0 or not math.isfinite(t["track_weight"]):
+        bad("training.track_weight", "must be >= 0 (0 = playlist positives only)")
     if t["max_nonfinite_steps"] < 1:
         bad("training.max_nonfinite_steps", "must be >= 1")
     if not o["learning_rate"] > 0 or not math.isfinite(o["learning_rate"]):
@@ -683,6 +694,7 @@ class _Runner:
             self.plan.train if split == "train" else self.plan.validation,
             self.plan.tracks, self.audio, buffer_size=self.P, batch_size=self.K, seed=d["seed"], split=split,
             rank=self.rank, world_size=self.world, cache_dir=self.cache,
+            same_track_views=self.config["training"]["track_weight"] > 0,
         )
 
     def loss(self, model, batch: dict) -> torch.Tensor:
@@ -698,7 +710,8 @@ class _Runner:
         if self.world > 1:
             gather = _gather_with_grad if torch.is_grad_enabled() else _gather
             z_a, z_b, groups = gather(z_a), gather(z_b), _gather(groups)
-        return barlow_twins_loss(z_a, z_b, groups, lambd=self.config["training"]["lambd"])
+        t = self.config["training"]
+        return playlist_and_track_loss(z_a, z_b, groups, track_weight=t["track_weight"], lambd=t["lambd"])
 
     def note_skips(self, batch: dict) -> None:
         for tid, reason in batch["skipped_tracks"]:

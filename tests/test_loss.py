@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from spotifai.loss import barlow_twins_loss, cross_correlation
+from spotifai.loss import barlow_twins_loss, cross_correlation, playlist_and_track_loss
 
 
 def _paper_loss(z_a: torch.Tensor, z_b: torch.Tensor, lambd: float) -> torch.Tensor:
@@ -110,3 +110,17 @@ def test_optimizer_steps_lower_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_playlist_and_track_loss_adds_the_standard_barlow_twins_term():
+    g = torch.Generator().manual_seed(3)
+    z_a, z_b = torch.randn(12, 6, generator=g), torch.randn(12, 6, generator=g)
+    groups = torch.arange(12) // 4
+    playlist = barlow_twins_loss(z_a, z_b, groups)
+    track = barlow_twins_loss(z_a, z_b, torch.arange(12))
+    assert torch.equal(playlist_and_track_loss(z_a, z_b, groups, 0.0), playlist)
+    assert torch.allclose(playlist_and_track_loss(z_a, z_b, groups, 0.5), playlist + 0.5 * track)
+    # the track term is the per-row (standard) loss: shuffling rows of one view inside a group changes it
+    perm = torch.tensor([1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+    assert torch.allclose(barlow_twins_loss(z_a, z_b[perm], groups), playlist, atol=1e-5)
+    assert not torch.allclose(playlist_and_track_loss(z_a, z_b[perm], groups, 1.0), playlist + track, atol=1e-5)

@@ -51,6 +51,30 @@ def test_batch_shapes_groups_and_distinct_tracks(corpus):
     )
 
 
+def test_same_track_views_pair_two_cuts_of_one_track(corpus):
+    plan = _plan(corpus)
+    b = _maker(plan, same_track_views=True).batch(1)
+    assert b["mel_a"].shape == (6, 32, 64) and b["groups"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert torch.equal(b["tracks_a"], b["tracks_b"]), "row i of both views is the same track"
+    for g, pid in enumerate(b["playlists"].tolist()):
+        tids = b["tracks_a"][b["groups"] == g].tolist()
+        assert len(set(tids)) == 2 and set(tids) <= set(plan.train[pid]), "K/2 distinct tracks per playlist"
+    # two independent offsets: the cuts differ (2.5 s tracks hold ~4 patches of 64 frames)
+    assert not torch.equal(b["mel_a"], b["mel_b"])
+    # each cut is the track's log-mel at some frame offset
+    source = sampling.PatchSource(AUDIO)
+    tid = int(b["tracks_a"][0])
+    path, duration = plan.tracks[tid]
+    full = audio.LogMel(AUDIO.n_mels)(audio.load_audio(path))
+    for view in ("mel_a", "mel_b"):
+        errs = [float((full[:, f : f + 64] - b[view][0]).abs().max())
+                for f in range(source.n_frames(path, duration) - 64 + 1)]
+        assert min(errs) < 1e-3, view
+    # the default is unchanged by the option's existence: K distinct tracks
+    plain = _maker(plan).batch(1)
+    assert not torch.equal(plain["tracks_a"], plain["tracks_b"])
+
+
 def test_short_playlist_reuses_tracks(corpus):
     plan = _plan(corpus)
     pid = next(iter(plan.train))

@@ -137,6 +137,15 @@ def test_overrides():
     train.validate_config(train.demo_config("x.db"))
 
 
+def test_config_written_before_track_weight_reads_as_playlist_only():
+    old = train.default_config("x.db")
+    del old["training"]["track_weight"]
+    assert train.validate_config(old)["training"]["track_weight"] == 0.0
+    assert train.default_config("x.db")["training"]["track_weight"] > 0
+    with pytest.raises(train.ConfigError, match="training.track_weight"):
+        train.validate_config(_set(old, "training.track_weight", -1.0))
+
+
 # ------------------------------------------------------------------------------------------ training
 
 
@@ -208,12 +217,12 @@ def test_short_training_lowers_the_loss(corpus, tmp_path):
 def test_nonfinite_losses_skip_then_stop(corpus, tmp_path, monkeypatch, caplog):
     calls = {"n": 0}
 
-    def sometimes_nan(z_a, z_b, groups, lambd):
+    def sometimes_nan(z_a, z_b, groups, track_weight, lambd):
         calls["n"] += 1
         value = (z_a.sum() + z_b.sum()) * 0.0 + 1.0
         return value * float("nan") if calls["n"] > 2 else value
 
-    monkeypatch.setattr(train, "barlow_twins_loss", sometimes_nan)
+    monkeypatch.setattr(train, "playlist_and_track_loss", sometimes_nan)
     cfg = tiny_config(corpus, training={"steps": 20, "max_nonfinite_steps": 3}, progress={"val_period": 0})
     with pytest.raises(RuntimeError, match="3 non-finite losses in a row at step 5"):
         train.train_model(tmp_path / "exp", config=cfg, multi_processing=False)
@@ -286,7 +295,7 @@ _DDP_GRAD_SCRIPT = """
 import sys
 import torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from spotifai.loss import barlow_twins_loss
+from spotifai.loss import playlist_and_track_loss
 from spotifai.model import AudioEncoder, EncoderConfig
 from spotifai.train import _gather, _gather_with_grad
 dist.init_process_group("gloo")
@@ -297,13 +306,13 @@ model = AudioEncoder(cfg).double().eval()  # eval: BatchNorm uses running stats,
 g = torch.Generator().manual_seed(1)
 xa, xb = (torch.randn(12, 16, 32, generator=g, dtype=torch.float64) for _ in range(2))
 groups = torch.arange(6).repeat_interleave(2)
-barlow_twins_loss(model(xa, output="projections"), model(xb, output="projections"), groups).backward()
+playlist_and_track_loss(model(xa, output="projections"), model(xb, output="projections"), groups, 1.0).backward()
 reference = [p.grad.clone() for p in model.parameters()]
 model.zero_grad()
 ddp = DistributedDataParallel(model)
 rows = slice(rank * 6, rank * 6 + 6)  # each rank holds half of the global batch
 z = ddp(torch.cat([xa[rows], xb[rows]]), output="projections")
-barlow_twins_loss(_gather_with_grad(z[:6]), _gather_with_grad(z[6:]), _gather(groups[rows])).backward()
+playlist_and_track_loss(_gather_with_grad(z[:6]), _gather_with_grad(z[6:]), _gather(groups[rows]), 1.0).backward()
 err = max(float((p.grad - q).abs().max() / q.abs().max()) for p, q in zip(model.parameters(), reference))
 # one file per rank: two processes printing to one pipe can merge their lines
 open(f"{sys.argv[1]}/relerr_{rank}", "w").write(repr(err))
