@@ -31,7 +31,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from spotifai import database, index  # noqa: E402
-from spotifai.app.screenshot import free_port  # noqa: E402
+from spotifai.app.screenshot import free_port, stop_process  # noqa: E402
 
 TARGET_P95_MS = 30.0
 
@@ -179,12 +179,7 @@ def main() -> None:
                 n_similar = len(client.get(f"/api/tracks/{track_ids[0]}/similar", params={"k": 10}).json()["results"])
                 empty = sum(1 for q in queries[:50] if not client.get("/api/search", params={"q": q}).json()["results"])
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
     result = {
         "bench": "app",

@@ -65,7 +65,7 @@ def loss_curves(history: pd.DataFrame, title: str | None = None) -> Figure:
         rows = rows.sort_values("step")
         ax.plot(rows["step"], rows["loss"], label=f"{split_name} loss", **styles.get(split_name, {}))
     ax.set_xlabel("training step")
-    ax.set_ylabel("multi-positive Barlow Twins loss")
+    ax.set_ylabel("Barlow Twins loss (playlist + track terms)")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

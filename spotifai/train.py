@@ -145,7 +145,7 @@ def default_config(database: str | Path, **overrides) -> dict:
         "optimizer": {"learning_rate": 3e-4, "weight_decay": 0.05, "warmup_steps": 500, "grad_clip": 1.0},
         "training": {
             "steps": 20000, "batch_size": 32, "buffer_size": 24, "precision": "bf16", "lambd": 5e-3,
-            "track_weight": 1.0, "max_nonfinite_steps": 20,
+            "track_weight": 2.0, "max_nonfinite_steps": 20,
         },
         "data": {
             "database": str(Path(database).resolve()),
@@ -174,6 +174,9 @@ def demo_config(database: str | Path) -> dict:
     catalogue artist precision@10 from 0.18 to 0.30, and 1200 steps to 0.52 and 0.31 - more, smaller steps
     beat a bigger model at equal CPU time, and a Barlow Twins cross-correlation of 512 dimensions is too noisy
     to estimate from 32 rows per view. 24 playlists per step instead of 16 did not help (0.48 / 0.29).
+    The same-track term (training.track_weight, see :func:`spotifai.loss.playlist_and_track_loss`) then took
+    the 1200-step run from 0.49 / 0.32 (weight 0) to 0.54 / 0.39 (weight 1), 0.54 / 0.49 (weight 2) and 0.50 /
+    0.47 (weight 4); held-out playlist / catalogue artist precision@10, log-mel baseline 0.26 / 0.34.
     """
     return default_config(
         database,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from spotifai import index
-from spotifai.app.screenshot import CHROMIUM, free_port, launch_chromium
+from spotifai.app.screenshot import CHROMIUM, free_port, launch_chromium, stop_process
 
 try:  # tests/ as a package or as a plain folder on sys.path
     from .app_corpus import XSS_TITLE, build_corpus
@@ -75,12 +75,7 @@ def server(tmp_path_factory):
         print(f"server ready in {ready:.2f} s")
         yield url, corpus, ready
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

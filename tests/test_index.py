@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from chromadb.api.models.Collection import Collection
 
-from spotifai.app.screenshot import free_port
+from spotifai.app.screenshot import free_port, stop_process
 from spotifai.embed import Embeddings
 from spotifai.index import DEFAULT_HNSW, TrackIndex, track_metadata
 
@@ -167,12 +167,7 @@ def chroma_server(tmp_path):
             time.sleep(0.2)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()
 
 

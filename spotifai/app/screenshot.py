@@ -15,6 +15,7 @@ import argparse
 import concurrent.futures
 import logging
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -45,6 +46,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Stop a server subprocess: SIGTERM, then SIGKILL if it has not exited after ``timeout_s`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout_s)
 
 
 @contextmanager
