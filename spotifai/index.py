@@ -12,19 +12,20 @@ is given: how several users share one index, or an index outgrows one process.
 
 HNSW settings favour recall. Chroma's defaults (ef_search 100, ef_construction 100, max_neighbors 16)
 gave a recall@10 of only 0.61 against exact search on 10k random 256-d vectors. :data:`DEFAULT_HNSW` is
-ef_search 100, ef_construction 100, max_neighbors 32, measured with ``bench/index.py`` on 512-d vectors
-(2 CPU cores shared with other jobs, load ~4-5):
+ef_search 200, ef_construction 200, max_neighbors 32, measured with ``bench/index.py``:
 
-* structured vectors (Zipf-weighted overlapping clusters in a 32-d subspace plus 10 % isotropic noise,
-  like learned embeddings): recall@10 0.999 at 20k and 0.9955 at 100k with ef_search 100 (p50 1.6 / 2.5 ms
-  per query); ef_search 200 gives 0.999 at 100k for ~1.7x the query time (4.3 ms), 50 gives 0.973.
-* isotropic random vectors (the worst case; Barlow Twins projections, decorrelated by the loss, lean this
-  way): recall@10 0.53 at 20k and 0.19 at 100k with ef_search 100 (0.32 with 200, 0.49 with 400 at 8.6 ms):
-  no practical ef_search reaches 0.95 there. max_neighbors 32 instead of 16 is what helps most (0.31 ->
-  0.56 at ef_search 100, 20k), so it is kept although it slows the build.
-* ef_construction 200 instead of 100 bought only ~+0.02 recall on random vectors for a 1.5x slower build.
-  The build is HNSW insertion-bound (~530 vectors/s at 100k structured; a build with a trivial graph runs at
-  ~4-6k vectors/s, so SQLite/log bookkeeping is ~10 %) and superlinear (n^1.3).
+* 10k random 256-d vectors (the reference case above; tested in tests/test_index.py): recall@10 0.96 with
+  these settings, 0.81 with ef_search / ef_construction 100 and 0.95 with ef_search 200 / ef_construction 100.
+* structured 512-d vectors (Zipf-weighted overlapping clusters in a 32-d subspace plus 10 % isotropic noise,
+  like learned embeddings), 1M of them, built with ef_construction 100: recall@10 0.942 / 0.975 / 0.991 at
+  ef_search 50 / 100 / 200, query p50 2.2 / 3.1 / 3.7 ms (ids only); exact search 173 ms per query. The
+  numbers with the defaults are in README.md (Benchmarks).
+* isotropic random 512-d vectors at 100k (the worst case; Barlow Twins projections, decorrelated by the loss,
+  lean this way but are far more clustered): recall@10 0.19 at ef_search 100, 0.32 at 200, 0.49 at 400: no
+  practical ef_search reaches 0.95 there. max_neighbors 32 instead of 16 is what helps most (0.31 -> 0.56 at
+  ef_search 100, 20k), so it is kept although it slows the build.
+* The build is HNSW insertion-bound (a build with a trivial graph runs at ~4-6k vectors/s, so SQLite/log
+  bookkeeping is ~10 %) and superlinear (~n^1.3); ef_construction 200 costs about 1.5x the build time of 100.
 
 They are set through the collection ``configuration`` (chromadb >= 1.0) and can be overridden per build;
 ``ef_search`` can be changed on an existing collection (``spotifai index EXP --ef-search N``; it applies
@@ -59,7 +60,7 @@ if TYPE_CHECKING:  # spotifai.embed imports torch: only the functions that need 
 log = logging.getLogger(__name__)
 
 SPACES = ("features", "projections")
-DEFAULT_HNSW: dict[str, Any] = {"space": "cosine", "ef_search": 100, "ef_construction": 100, "max_neighbors": 32}
+DEFAULT_HNSW: dict[str, Any] = {"space": "cosine", "ef_search": 200, "ef_construction": 200, "max_neighbors": 32}
 # Keys of DEFAULT_HNSW that are fixed when a collection is created (changing them needs a rebuild).
 _FIXED_HNSW_KEYS = ("space", "ef_construction", "max_neighbors")
 _MUTABLE_HNSW_KEYS = ("ef_search", "num_threads", "batch_size", "sync_threshold", "resize_factor")
