@@ -733,22 +733,16 @@ class Ingester:
             if not isinstance(pl, dict) or not isinstance(pl.get("tracks"), list) or pl.get("pid") is None:
                 s.error(f"{path}: playlist #{index}: not an object with \"pid\" and a \"tracks\" list; skipped")
                 continue
-            items = pl["tracks"]
-            try:
-                if items and not (items[0]["pos"] == 0 and items[-1]["pos"] == len(items) - 1):
-                    items = sorted(items, key=lambda t: t["pos"])
-            except (KeyError, TypeError):
-                pass  # no (comparable) positions: keep the file's order
             tracks = []
-            for item in items:
+            for item in pl["tracks"]:
                 uri = item.get("track_uri") if isinstance(item, dict) else None
                 if not isinstance(uri, str) or not uri:
                     s.error(f"{path}: playlist {pl['pid']}: a track without \"track_uri\"; skipped")
                     continue
                 tracks.append(_MpdTrack(uri, item.get("track_name"), item.get("artist_name"), item.get("album_name"),
-                                        item.get("duration_ms")))
+                                        item.get("duration_ms"), item.get("pos")))
             out.append(_MpdPlaylist(pl["pid"], tracks, pl.get("name")))
-        return out
+        return _ordered(out)
 
     def _mpd_write(self, path: Path, playlists: list[_MpdPlaylist]) -> None:
         conn, s, c = self.conn, self.summary, self._mpd
