@@ -202,18 +202,14 @@ def _decode_threads() -> int:
     return max(1, min(4, cpus))
 
 
-def _read_sf_chunk(path: Path, start: int, count: int) -> np.ndarray:
-    """Frames ``[start, start + count)`` (count -1: to the end) as float32 mono."""
+def _decode_sf(path: Path, start: int, stop: int | None) -> np.ndarray:
+    """Frames ``[start, stop)`` (None: to the end) as float32 mono."""
     with sf.SoundFile(str(path)) as f:
         if start:
             f.seek(start)
         dtype, scale = _INT_SUBTYPES.get(f.subtype, ("float32", 1.0))
-        data = f.read(count, dtype=dtype, always_2d=True)
+        data = f.read(-1 if stop is None else max(0, stop - start), dtype=dtype, always_2d=True)
     return _to_mono(data, scale)
-
-
-def _decode_sf(path: Path, start: int, stop: int | None) -> np.ndarray:
-    return _read_sf_chunk(path, start, -1 if stop is None else max(0, stop - start))
 
 
 def _run_parallel(fn, n: int) -> list:
