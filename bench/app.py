@@ -45,7 +45,6 @@ def _search_bench_module():
     return module
 
 
-
 def prepare(work: Path, n_tracks: int, dim: int, seed: int) -> tuple[Path, Path, dict]:
     """The DB and experiment (with its index) for ``n_tracks``; rebuilt only when missing or different."""
     gen = _search_bench_module()

@@ -155,7 +155,6 @@ def test_interrupted_build_completes_when_run_again(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------ client/server
 
 
-
 @pytest.fixture()
 def chroma_server(tmp_path):
     """A real Chroma server (``chroma run``) on 127.0.0.1 at a free port; always stopped afterwards."""
