@@ -79,9 +79,14 @@ def test_index_matches_exact_search(tmp_path):
 
 @pytest.mark.slow
 def test_default_settings_reach_recall_095_on_random_vectors(tmp_path):
-    """The issue's reference case: 10k isotropic random 256-d vectors, where chromadb's own defaults give 0.61."""
+    """The issue's reference case: 10k isotropic random 256-d vectors, where chromadb's own defaults give 0.61.
+
+    1,000 queries: every build is a slightly different graph (Chroma inserts on several threads), and with
+    the default settings the mean recall sits at 0.954-0.959 over builds; 50 queries (recall in steps of
+    0.002 per query miss, spread ~0.01) were too few to tell that from 0.95.
+    """
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((10_050, 256)).astype(np.float32)
+    x = rng.standard_normal((11_000, 256)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     base, queries = x[:10_000], x[10_000:]
     index = TrackIndex(tmp_path / "chroma", collection_prefix="spotifai-test")
@@ -90,8 +95,9 @@ def test_default_settings_reach_recall_095_on_random_vectors(tmp_path):
                       progress=False)
     found = index.query(queries, 10, metadata=False)
     exact = np.argsort(-(queries @ base.T), axis=1)[:, :10]
-    recall = np.mean([len(set(e.tolist()) & {h["track_id"] for h in f}) / 10 for e, f in zip(exact, found, strict=True)])
-    assert recall >= 0.95, recall
+    hits = sum(len(set(e.tolist()) & {h["track_id"] for h in f}) for e, f in zip(exact, found, strict=True))
+    # integer comparison: a mean of 0.1 steps that should be exactly 0.95 came out as 0.9499999999999998
+    assert hits * 100 >= 95 * 10 * len(queries), hits / (10 * len(queries))
 
 
 def test_stored_vectors_and_unknown_track(tmp_path):
