@@ -259,6 +259,17 @@ def _check_type(where: str, value, types: tuple) -> None:
         raise ConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
 
 
+def _check_keys(source: str, kind: str, prefix: str, have: dict, known: list[str]) -> None:
+    """Raise :class:`ConfigError` on the first key of ``have`` not in ``known``, then on the first one missing."""
+    for key in have:
+        if key not in known:
+            name = f"{prefix}{key}" if prefix else repr(key)
+            raise ConfigError(f"{source}: unknown {kind} {name} (known: {', '.join(known)})")
+    for key in known:
+        if key not in have:
+            raise ConfigError(f"{source}: missing {kind} {f'{prefix}{key}' if prefix else repr(key)}")
+
+
 def validate_config(config: dict, source: str = "config") -> dict:
     """Check keys, types and values of an experiment config (no data access); returns a normalized copy.
 
@@ -267,34 +278,20 @@ def validate_config(config: dict, source: str = "config") -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: the config must be a JSON object, got {type(config).__name__}")
     cfg = copy.deepcopy(config)
-    for section in cfg:
-        if section not in _SECTIONS:
-            raise ConfigError(f"{source}: unknown section {section!r} (known: {', '.join(_SECTIONS)})")
+    _check_keys(source, "section", "", cfg, _SECTIONS)
     for section in _SECTIONS:
-        if section not in cfg:
-            raise ConfigError(f"{source}: missing section {section!r}")
         if not isinstance(cfg[section], dict):
             raise ConfigError(f"{source}: {section}: expected an object, got {type(cfg[section]).__name__}")
     for section, defaults in _LEGACY_DEFAULTS.items():
         for key, value in defaults.items():
             cfg[section].setdefault(key, value)
     for section, keys in _SCHEMA.items():
-        for key in cfg[section]:
-            if key not in keys:
-                raise ConfigError(f"{source}: unknown key {section}.{key} (known: {', '.join(keys)})")
+        _check_keys(source, "key", f"{section}.", cfg[section], list(keys))
         for key, types in keys.items():
-            if key not in cfg[section]:
-                raise ConfigError(f"{source}: missing key {section}.{key}")
             _check_type(f"{source}: {section}.{key}", cfg[section][key], types)
     # model and audio: every dataclass field required, values checked by the dataclasses
     for where, cls, d in (("model", EncoderConfig, cfg["model"]), ("data.audio", AudioConfig, cfg["data"]["audio"])):
-        known = set(cls().to_dict())
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"{source}: unknown key {where}.{key} (known: {', '.join(sorted(known))})")
-        for key in known:
-            if key not in d:
-                raise ConfigError(f"{source}: missing key {where}.{key}")
+        _check_keys(source, "key", f"{where}.", d, sorted(cls().to_dict()))
         try:
             cls.from_dict(d)
         except (ValueError, TypeError) as exc:
