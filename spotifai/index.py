@@ -18,13 +18,14 @@ ef_search 200, ef_construction 200, max_neighbors 32, measured with ``bench/inde
   recall@10 0.954-0.959 with these settings over 17 builds (Chroma's multi-threaded insertion makes every
   build a slightly different graph, so 50 queries are too few to test it: one such run gave exactly 0.95),
   0.81 with ef_search / ef_construction 100. More margin costs query time (at 1M vectors ef_search 200
-  already takes 4.5 ms of the 5 ms target): ef_search 256 / 300 give 0.978 / 0.987, max_neighbors 48 gives
+  already takes 4.6 ms of the 5 ms target): ef_search 256 / 300 give 0.978 / 0.987, max_neighbors 48 gives
   0.984 (needs a rebuild), ef_construction 400 only 0.958.
 * structured 512-d vectors (Zipf-weighted overlapping clusters in a 32-d subspace plus 10 % isotropic noise,
-  like learned embeddings), 1M of them: with these defaults recall@10 0.9955, query p50 4.5 ms with metadata
-  (3.9 ids only), build 1,907 s on 2 cores; ef_search 50 / 100 on the same graph: 0.949 / 0.982 at 2.0 / 2.4 ms.
+  like learned embeddings), 1M of them: with these defaults recall@10 0.996, query p50 4.6 ms with metadata
+  (3.7 ids only), build 1,777 s on 2 cores; ef_search 50 / 100 / 256 on the same graph: 0.947 / 0.983 / 0.998
+  at 1.8 / 2.5 / 4.2 ms (ids only).
   With ef_construction 100: 0.942 / 0.975 / 0.991 at ef_search 50 / 100 / 200, build 1,835 s (a shared CPU).
-  Exact search: 174 ms per query.
+  Exact search: 162 ms per query.
 * isotropic random 512-d vectors (the worst case; Barlow Twins projections, decorrelated by the loss, lean
   this way but are far more clustered), 20k with these defaults: recall@10 0.55 / 0.76 / 0.92 at ef_search
   100 / 200 / 400 (ids-only p50 2.7 / 4.1 / 5.6 ms); at 100k (ef_construction 100) 0.19 / 0.32 / 0.49.
