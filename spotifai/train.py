@@ -260,14 +260,19 @@ def _check_type(where: str, value, types: tuple) -> None:
 
 
 def _check_keys(source: str, kind: str, prefix: str, have: dict, known: list[str]) -> None:
-    """Raise :class:`ConfigError` on the first key of ``have`` not in ``known``, then on the first one missing."""
+    """Raise :class:`ConfigError` on the first key of ``have`` not in ``known``, then on the first one missing.
+
+    Keys are named ``<prefix><key>`` (``training.steps``), or quoted when there is no prefix (sections)."""
+
+    def name(key: str) -> str:
+        return f"{prefix}{key}" if prefix else repr(key)
+
     for key in have:
         if key not in known:
-            name = f"{prefix}{key}" if prefix else repr(key)
-            raise ConfigError(f"{source}: unknown {kind} {name} (known: {', '.join(known)})")
+            raise ConfigError(f"{source}: unknown {kind} {name(key)} (known: {', '.join(known)})")
     for key in known:
         if key not in have:
-            raise ConfigError(f"{source}: missing {kind} {f'{prefix}{key}' if prefix else repr(key)}")
+            raise ConfigError(f"{source}: missing {kind} {name(key)}")
 
 
 def validate_config(config: dict, source: str = "config") -> dict:
