@@ -27,8 +27,8 @@ ef_search 200, ef_construction 200, max_neighbors 32, measured with ``bench/inde
   With ef_construction 100: 0.942 / 0.975 / 0.991 at ef_search 50 / 100 / 200, build 1,835 s (a shared CPU).
   Exact search: 162 ms per query.
 * isotropic random 512-d vectors (the worst case; Barlow Twins projections, decorrelated by the loss, lean
-  this way but are far more clustered), 20k with these defaults: recall@10 0.55 / 0.76 / 0.92 at ef_search
-  100 / 200 / 400 (ids-only p50 2.7 / 4.1 / 5.6 ms); at 100k (ef_construction 100) 0.19 / 0.32 / 0.49.
+  this way but are far more clustered), 20k with these defaults: recall@10 0.57 / 0.77 / 0.93 at ef_search
+  100 / 200 / 400 (ids-only p50 2.9 / 4.5 / 6.0 ms); at 100k (ef_construction 100) 0.19 / 0.32 / 0.49.
   max_neighbors 32 instead of 16 is what helps most (0.31 -> 0.56 at ef_search 100, 20k), so it is kept
   although it slows the build.
 * The build is HNSW insertion-bound (a build with a trivial graph runs at ~4-6k vectors/s, so SQLite/log
