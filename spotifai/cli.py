@@ -106,7 +106,8 @@ def _add_embed(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="patches per forward pass")
     p.add_argument("--max-patches", type=int, default=64, help="evenly spaced patches per long track (0 = all)")
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: spare cores)")
-    p.add_argument("--checkpoint", default="latest")
+    p.add_argument("--checkpoint", default="auto",
+                   help="auto (best-validation checkpoint when kept, else latest), latest, best, a step or a .pt")
     p.add_argument("--force", action="store_true", help="re-embed every track")
 
     def run(args) -> int:
@@ -181,17 +182,24 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--max-patches", type=int, default=64)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--no-baselines", action="store_true", help="evaluate the trained model only")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="labels CSV (path,album,composer,...); default: labels.csv beside the music DB if present")
+    p.add_argument("--reference", action="append", default=[], choices=["musicnn"],
+                   help="also score an off-the-shelf model (musicnn: needs scripts/install_musicnn.sh)")
 
     def run(args) -> int:
         from spotifai import evaluate
 
         results = evaluate.evaluate_experiment(
             args.experiment, baselines=not args.no_baselines, device=args.device, batch_size=args.batch_size,
-            max_patches_per_track=args.max_patches or None, num_workers=args.workers,
+            max_patches_per_track=args.max_patches or None, num_workers=args.workers, labels=args.labels,
+            references=args.reference,
         )
         table = evaluate.evaluation_table(results)
-        cols = [c for c in table.columns if c in ("method", "scope") or c.endswith(("@10", "_map"))]
+        cols = [c for c in table.columns if c in ("method", "scope") or c.endswith(("@5", "@10", "_map"))]
         print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        for line in evaluate.comparison_lines(results):
+            print(line)
         print(f"written: {Path(args.experiment) / evaluate.EVALUATION_FILE}")
         return 0
 
@@ -230,6 +238,25 @@ def _add_ingest(sub) -> None:
             print(summary.to_text())
             print("database: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
         return 1 if summary.sources_failed else 0
+
+    p.set_defaults(func=run)
+
+
+def _add_real_corpus(sub) -> None:
+    p = sub.add_parser(
+        "real-corpus", help="build the real-music development corpus from Debian game soundtracks into DIR"
+        " (packages installed by scripts/real_corpus.sh)",
+    )
+    p.add_argument("directory", type=Path, nargs="?", default=Path("data/real"))
+    p.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a complete corpus")
+    p.add_argument("--min-seconds", type=float, default=30.0, help="shortest track kept (default 30)")
+
+    def run(args) -> int:
+        from spotifai import real_corpus
+
+        summary = real_corpus.build_real_corpus(args.directory, force=args.force, min_seconds=args.min_seconds)
+        _print_json(summary)
+        return 0
 
     p.set_defaults(func=run)
 

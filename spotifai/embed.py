@@ -393,21 +393,26 @@ def embed_experiment(
     max_patches_per_track: int | None = 64,
     force: bool = False,
     *,
-    checkpoint: str = "latest",
+    checkpoint: str = "auto",
     num_workers: int | None = None,
     progress: bool = True,
     save_every: int = 1000,
 ) -> dict:
     """Embed every track with audio of the experiment's DB into ``experiments/<name>/embeddings.npz``.
 
+    ``checkpoint``: "auto" (the default) = "best" when training kept a best-validation checkpoint
+    (``progress.keep_best``, ``checkpoints/best.pt``), else "latest"; or a step, a name or a .pt path.
     Incremental (see module docstring); ``force`` re-embeds everything. Returns a summary: embedded (this
     run), skipped (already done with this checkpoint), failed (count) and failures (track_id, path, reason),
     total (rows in the file), checkpoint_id, step, seconds, seconds_decoding, seconds_model, path.
     """
-    from spotifai.train import load_encoder
+    from spotifai.train import BEST_CHECKPOINT, CHECKPOINT_DIR, load_encoder
 
     experiment_path = Path(experiment_path)
     t_start = time.perf_counter()
+    if checkpoint == "auto":
+        best = experiment_path / CHECKPOINT_DIR / f"{BEST_CHECKPOINT}.pt"
+        checkpoint = BEST_CHECKPOINT if best.is_file() else "latest"
     encoder, info = load_encoder(experiment_path, checkpoint=checkpoint, device=device)
     encoder.eval()
     checkpoint_id = str(info["checkpoint_id"])

@@ -6,19 +6,26 @@ Protocol (:func:`evaluate_experiment`):
   ``data`` settings): tracks that never appeared in a training or validation batch.
 * Two scopes: ``heldout`` ranks the *other* held-out tracks; ``catalogue`` ranks every other track with
   audio (training tracks included). The query itself is always excluded.
-* Ground truth, computed from the DB and never from audio:
+* Ground truth, computed from the DB and a labels file, never from audio:
   - playlist: a candidate is relevant when it shares at least one playlist with the query (ALL playlists of
     the DB count, not only training ones; membership is what held-out tracks were hidden from);
-  - artist: same artist; genre: same genre (queries without a known genre are left out).
-* Metrics per scope: playlist precision@k and recall@k (k = 5, 10), mean average precision over the full
-  ranking, artist precision@k and genre precision@k. A query enters a metric only when it has at least
+  - artist, album, genre: the same value in the DB (unknown values never match);
+  - every column of a labels CSV (``path,album,composer,...``; by default ``labels.csv`` beside the music DB,
+    as the real-music corpus writes it): the same value, keyed by the resolved audio path. A labels column
+    replaces the DB's value of the same name.
+* Metrics per scope: precision@k (k = 5, 10) for every ground truth, plus recall@k and mean average
+  precision over the full ranking for playlist and album. A query enters a metric only when it has at least
   one relevant candidate for that ground truth (otherwise the metric is undefined, e.g. recall, or
   identical for every method); the number of such queries is reported.
+* Intervals: each mean gets a 95 % percentile bootstrap interval over queries, and each trained space is
+  compared with log-mel statistics and the references by the paired bootstrap interval of the difference and
+  of the ratio of means (same resampled queries for both; 2,000 resamples, fixed seed).
 * Methods: the trained model's ``features`` and ``projections`` (from ``embeddings.npz``), the same
   architecture with random weights (:func:`spotifai.embed.random_encoder`, same embedding code), and the
   per-track mean + standard deviation of log-mel bands (:func:`spotifai.embed.logmel_stats_vectors`,
   z-scored per dimension over the catalogue so that no band dominates the cosine). All methods are
-  evaluated on the same tracks (those every method could embed).
+  evaluated on the same tracks (those every method could embed). Optionally an off-the-shelf reference:
+  musicnn's pretrained MSD model (``references=("musicnn",)``, :mod:`spotifai.reference`).
 
 Search is exact (cosine = dot product of L2-normalized rows, one matrix product per chunk of queries).
 The metric functions work on plain arrays so they can be checked by hand (tests/test_evaluate.py).
@@ -133,6 +140,53 @@ def set_relevance(query_sets: Sequence[set], corpus_sets: Sequence[set]) -> np.n
     return out
 
 
+def per_query_metrics(
+    query_vectors: np.ndarray,
+    corpus_vectors: np.ndarray,
+    relevance: dict[str, np.ndarray],
+    *,
+    exclude: np.ndarray | None = None,
+    ks: Sequence[int] = KS,
+    with_recall_map: Sequence[str] = ("playlist",),
+) -> dict[str, np.ndarray]:
+    """Per-query metrics of exact cosine search of queries (Q, d) in a corpus (N, d): {metric: (Q,) float64}.
+
+    Metric names as in :func:`retrieval_metrics`; a query without any relevant candidate for a ground truth
+    gets NaN for that ground truth's metrics (it is undefined, not zero).
+    """
+    order = ranking_order(cosine_scores(query_vectors, corpus_vectors), exclude)
+    out: dict[str, np.ndarray] = {}
+    for name, rel in relevance.items():
+        rel = np.asarray(rel, dtype=bool)
+        if exclude is not None:
+            rel = rel & ~np.asarray(exclude, dtype=bool)
+        n_rel = rel.sum(axis=1)
+        defined = n_rel > 0
+        ranked = np.take_along_axis(rel, order, axis=1)
+
+        values = {f"{name}_precision@{k}": precision_at_k(ranked, k) for k in ks}
+        if name in with_recall_map:
+            values.update({f"{name}_recall@{k}": recall_at_k(ranked, n_rel, k) for k in ks})
+            values[f"{name}_map"] = average_precision(ranked, n_rel)
+        out.update({key: np.where(defined, v, np.nan) for key, v in values.items()})
+    return out
+
+
+def metric_ground_truth(metric: str) -> str:
+    """The ground truth a metric name belongs to: ``"album_precision@5"`` -> ``"album"``."""
+    return metric.rsplit("_", 1)[0]
+
+
+def mean_metrics(per_query: dict[str, np.ndarray]) -> dict[str, float]:
+    """Means over the queries where each metric is defined, plus ``<ground truth>_queries`` counts."""
+    out: dict[str, float] = {}
+    for key, values in per_query.items():
+        defined = np.isfinite(values)
+        out[key] = float(values[defined].mean()) if defined.any() else float("nan")
+        out[f"{metric_ground_truth(key)}_queries"] = int(defined.sum())
+    return out
+
+
 def retrieval_metrics(
     query_vectors: np.ndarray,
     corpus_vectors: np.ndarray,
@@ -149,27 +203,50 @@ def retrieval_metrics(
     ``with_recall_map``, and ``<name>_queries`` (queries with at least one relevant candidate; only those
     are averaged). ``exclude`` (Q, N) bool removes candidates (the query itself).
     """
-    order = ranking_order(cosine_scores(query_vectors, corpus_vectors), exclude)
-    out: dict[str, float] = {}
-    for name, rel in relevance.items():
-        rel = np.asarray(rel, dtype=bool)
-        if exclude is not None:
-            rel = rel & ~np.asarray(exclude, dtype=bool)
-        n_rel = rel.sum(axis=1)
-        keep = n_rel > 0
-        out[f"{name}_queries"] = int(keep.sum())
-        if not keep.any():
-            for k in ks:
-                out[f"{name}_precision@{k}"] = float("nan")
-            continue
-        ranked = np.take_along_axis(rel[keep], order[keep], axis=1)
-        for k in ks:
-            out[f"{name}_precision@{k}"] = float(precision_at_k(ranked, k).mean())
-        if name in with_recall_map:
-            for k in ks:
-                out[f"{name}_recall@{k}"] = float(recall_at_k(ranked, n_rel[keep], k).mean())
-            out[f"{name}_map"] = float(average_precision(ranked, n_rel[keep]).mean())
-    return out
+    per_query = per_query_metrics(
+        query_vectors, corpus_vectors, relevance, exclude=exclude, ks=ks, with_recall_map=with_recall_map
+    )
+    return mean_metrics(per_query)
+
+
+def bootstrap_interval(
+    values: np.ndarray, *, baseline: np.ndarray | None = None, statistic: str = "mean",
+    n_resamples: int = 2000, level: float = 0.95, seed: int = 0,
+) -> tuple[float, float, float]:
+    """A percentile bootstrap interval over queries: ``(estimate, low, high)``.
+
+    ``values`` (Q,) per-query metric (NaN = undefined, left out). With ``baseline`` (Q,) of the same queries
+    (paired: one resample draws the same queries for both), ``statistic`` "difference" is mean(values) -
+    mean(baseline) and "ratio" is mean(values) / mean(baseline); otherwise the mean of ``values``. Queries
+    are resampled with replacement ``n_resamples`` times with a fixed ``seed``, so the interval is repeatable.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    keep = np.isfinite(values)
+    if baseline is not None:
+        baseline = np.asarray(baseline, dtype=np.float64)
+        keep &= np.isfinite(baseline)
+        baseline = baseline[keep]
+    values = values[keep]
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+
+    def stat(idx) -> np.ndarray:
+        a = values[idx].mean(axis=-1)
+        if statistic == "mean":
+            return a
+        b = baseline[idx].mean(axis=-1)
+        if statistic == "difference":
+            return a - b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return a / b
+
+    if statistic not in ("mean", "difference", "ratio") or (statistic != "mean" and baseline is None):
+        raise ValueError(f"statistic {statistic!r} needs one of mean / difference / ratio (the last two with a baseline)")
+    rng = np.random.default_rng(seed)
+    draws = stat(rng.integers(0, values.size, size=(n_resamples, values.size)))
+    alpha = (1.0 - level) / 2
+    low, high = np.nanquantile(draws, [alpha, 1.0 - alpha])
+    return float(stat(np.arange(values.size))), float(low), float(high)
 
 
 # ------------------------------------------------------------------------------------------- experiments
@@ -267,6 +344,112 @@ def _baseline_vectors(
     return out
 
 
+LABELS_FILE = "labels.csv"
+"""A labels file beside the music DB (``<db folder>/labels.csv``) is used by default (see :func:`read_labels`)."""
+TRAINED = ("trained-projections", "trained-features")
+REFERENCES = ("musicnn",)
+
+
+def read_labels(path: str | Path) -> dict[str, dict[str, str]]:
+    """Evaluation labels from a CSV file with a ``path`` column and one column per label (album, composer, ...):
+    {resolved audio path: {label: value}}. Empty cells mean "unknown". ValueError naming the file (and line)
+    when the file has no ``path`` column or a row has the wrong number of cells."""
+    import csv
+
+    path = Path(path)
+    out: dict[str, dict[str, str]] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header or "path" not in header:
+            raise ValueError(f"{path}: line 1: a labels file needs a 'path' column (got {header!r})")
+        col = header.index("path")
+        names = [h for h in header if h != "path"]
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{path}: line {line}: {len(row)} cells, the header has {len(header)}")
+            values = dict(zip(header, row, strict=True))
+            key = str(Path(row[col]).expanduser().resolve())
+            out[key] = {n: values[n].strip() for n in names}
+    return out
+
+
+def _ground_truths(meta: dict[int, dict], track_ids: np.ndarray, labels: dict[str, dict[str, str]]) -> dict[str, list]:
+    """{name: [label per track]} from the DB (artist, album, genre) and the labels file (which wins on a name
+    clash). Ground truths without any known value are left out."""
+    truths: dict[str, list] = {name: [meta[int(t)][name] for t in track_ids] for name in ("artist", "album", "genre")}
+    if labels:
+        resolved = [str(Path(meta[int(t)]["audio_path"] or "").resolve()) for t in track_ids]
+        names = sorted({n for row in labels.values() for n in row})
+        for name in names:
+            truths[name] = [labels.get(p, {}).get(name) or None for p in resolved]
+    return {name: values for name, values in truths.items() if any(v not in (None, "") for v in values)}
+
+
+def _reference_vectors(name: str, db_path: Path, meta: dict[int, dict], track_ids: np.ndarray) -> np.ndarray:
+    """(N, d) vectors of an off-the-shelf reference model for ``track_ids`` (NaN rows where it failed)."""
+    if name != "musicnn":
+        raise ValueError(f"unknown reference {name!r} (choose from {', '.join(REFERENCES)})")
+    from spotifai.reference import musicnn_vectors
+
+    paths = [meta[int(t)]["audio_path"] for t in track_ids]
+    vectors, _info = musicnn_vectors(paths, cache=db_path.parent / "musicnn.npz")
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def _per_query_results(
+    methods: dict[str, np.ndarray], q_rows: np.ndarray, scopes: dict[str, np.ndarray],
+    sets: list[set], truths: dict[str, list], ks: Sequence[int], chunk: int,
+) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """{method: {scope: {metric: (Q,) per-query values}}} of every method in every scope (chunks of queries)."""
+    out: dict[str, dict[str, dict[str, np.ndarray]]] = {name: {} for name in methods}
+    for scope, c_rows in scopes.items():
+        c_sets = [sets[i] for i in c_rows]
+        c_truths = {name: [values[i] for i in c_rows] for name, values in truths.items()}
+        col_of = {int(r): j for j, r in enumerate(c_rows)}
+        parts: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in methods}
+        for start in range(0, len(q_rows), chunk):
+            qr = q_rows[start : start + chunk]
+            exclude = np.zeros((len(qr), len(c_rows)), dtype=bool)
+            exclude[np.arange(len(qr)), [col_of[int(r)] for r in qr]] = True
+            relevance = {"playlist": set_relevance([sets[i] for i in qr], c_sets)}
+            for name, values in truths.items():
+                relevance[name] = label_relevance([values[i] for i in qr], c_truths[name])
+            for name, vecs in methods.items():
+                parts[name].append(per_query_metrics(
+                    vecs[qr], vecs[c_rows], relevance, exclude=exclude, ks=ks,
+                    with_recall_map=("playlist", "album"),
+                ))
+        for name in methods:
+            out[name][scope] = {key: np.concatenate([p[key] for p in parts[name]]) for key in parts[name][0]}
+    return out
+
+
+def _intervals(per_query: dict, baselines: Sequence[str]) -> tuple[dict, dict]:
+    """Bootstrap intervals of every mean, and of the difference and ratio of each trained method against each
+    baseline (paired over the same queries): ({method: {scope: {metric: [low, high]}}},
+    {"<trained> vs <baseline>": {scope: {metric: {"difference": [d, low, high], "ratio": [r, low, high]}}}})."""
+    intervals = {
+        method: {scope: {key: list(bootstrap_interval(v)[1:]) for key, v in metrics.items()}
+                 for scope, metrics in scopes.items()}
+        for method, scopes in per_query.items()
+    }
+    comparisons: dict[str, dict] = {}
+    for trained in (m for m in TRAINED if m in per_query):
+        for base in (b for b in baselines if b in per_query):
+            comparisons[f"{trained} vs {base}"] = {
+                scope: {
+                    key: {stat: list(bootstrap_interval(v, baseline=per_query[base][scope][key], statistic=stat))
+                          for stat in ("difference", "ratio")}
+                    for key, v in metrics.items()
+                }
+                for scope, metrics in per_query[trained].items()
+            }
+    return intervals, comparisons
+
+
 def evaluate_experiment(
     experiment_path: str | Path,
     *,
@@ -279,14 +462,22 @@ def evaluate_experiment(
     baseline_seed: int = 0,
     chunk: int = 256,
     progress: bool = True,
+    labels: str | Path | None = None,
+    references: Sequence[str] = (),
 ) -> dict:
     """Evaluate the experiment's ``embeddings.npz`` (and the baselines) on its held-out tracks.
 
+    ``labels``: a labels CSV (:func:`read_labels`; default: ``labels.csv`` beside the music DB when it exists)
+    whose columns become ground truths next to playlist, artist, album and genre. ``references``: off-the-shelf
+    models to score too ("musicnn": its MSD model, see :mod:`spotifai.reference`).
+
     Writes ``experiments/<name>/evaluation.json`` atomically and returns the same dict: experiment,
-    checkpoint_id, step, ks, n_heldout, n_catalogue, n_playlists, methods = {method: {scope: {metric:
-    value}}} with scopes "heldout" and "catalogue" (see the module docstring), seconds.
+    checkpoint_id, step, ks, n_heldout, n_catalogue, n_playlists, labels (the file used or None), methods =
+    {method: {scope: {metric: mean}}} with scopes "heldout" and "catalogue" (see the module docstring),
+    intervals = 95 % bootstrap intervals of those means, comparisons = paired bootstrap intervals of the
+    difference and ratio of each trained space against log-mel statistics and the references, seconds.
     """
-    from spotifai.embed import database_path, default_num_workers, load_embeddings
+    from spotifai.embed import database_path, load_embeddings
     from spotifai.train import load_config
 
     t0 = time.perf_counter()
@@ -298,45 +489,26 @@ def evaluate_experiment(
     conn = database.connect(db_path, create=False, readonly=True)
     try:
         split = database.split(
-            conn,
-            seed=int(data.get("seed", 0)),
-            validation_fraction=float(data.get("validation_fraction", 0.1)),
-            heldout_track_fraction=float(data.get("heldout_track_fraction", 0.2)),
-            min_tracks=int(data.get("min_tracks", 2)),
+            conn, seed=data["seed"], validation_fraction=data["validation_fraction"],
+            heldout_track_fraction=data["heldout_track_fraction"], min_tracks=data["min_tracks"],
         )
         playlists_of = database.track_playlists(conn)
         meta = {int(r["id"]): r for r in database.tracks(conn, emb.track_ids.tolist())}
         n_playlists = database.counts(conn)["playlists"]
     finally:
         conn.close()
+    if labels is None and (db_path.parent / LABELS_FILE).is_file():
+        labels = db_path.parent / LABELS_FILE
 
     catalogue = np.array([t for t in emb.track_ids.tolist() if t in meta], dtype=np.int64)
     emb = emb.subset(catalogue.tolist())
-    methods: dict[str, np.ndarray] = {
-        "trained-projections": emb.projections,
-        "trained-features": emb.features,
-    }
+    methods: dict[str, np.ndarray] = {"trained-projections": emb.projections, "trained-features": emb.features}
     if baselines:
-        from spotifai.audio import AudioConfig
-
-        audio_config = AudioConfig.from_dict(data.get("audio", {}))
-        base = _baseline_vectors(
-            experiment_path,
-            config,
-            audio_config,
-            db_path,
-            catalogue,
-            device=device,
-            batch_size=batch_size,
-            max_patches_per_track=max_patches_per_track,
-            num_workers=default_num_workers(device) if num_workers is None else num_workers,
-            seed=baseline_seed,
-            progress=progress,
-        )
-        logmel = base.pop("logmel-stats")
-        mu, sd = np.nanmean(logmel, axis=0), np.nanstd(logmel, axis=0)
-        methods.update(base)
-        methods["logmel-stats"] = ((logmel - mu) / np.where(sd > 1e-8, sd, 1.0)).astype(np.float32)
+        methods.update(_baselines(experiment_path, config, db_path, catalogue, device=device, batch_size=batch_size,
+                                  max_patches_per_track=max_patches_per_track, num_workers=num_workers,
+                                  seed=baseline_seed, progress=progress))
+    for name in references:
+        methods[f"{name}-msd" if name == "musicnn" else name] = _reference_vectors(name, db_path, meta, catalogue)
 
     # the same tracks for every method: those every method could embed
     ok = np.ones(len(catalogue), dtype=bool)
@@ -355,50 +527,16 @@ def evaluate_experiment(
         )
     log.info("evaluating %d held-out queries against %d held-out / %d catalogue tracks",
              len(q_rows), len(q_rows), len(catalogue))
-
-    def labels(rows: np.ndarray, key: str) -> list:
-        return [meta[int(t)][key] for t in catalogue[rows]]
-
-    all_rows = np.arange(len(catalogue))
+    truths = _ground_truths(meta, catalogue, read_labels(labels) if labels else {})
     sets = [playlists_of.get(int(t), set()) for t in catalogue]
-    results: dict[str, dict] = {name: {} for name in methods}
-    for scope, c_rows in (("heldout", q_rows), ("catalogue", all_rows)):
-        c_artists, c_genres = labels(c_rows, "artist"), labels(c_rows, "genre")
-        c_sets = [sets[i] for i in c_rows]
-        col_of = {int(r): j for j, r in enumerate(c_rows)}
-        sums: dict[str, dict[str, float]] = {name: {} for name in methods}
-        for start in range(0, len(q_rows), chunk):
-            qr = q_rows[start : start + chunk]
-            exclude = np.zeros((len(qr), len(c_rows)), dtype=bool)
-            exclude[np.arange(len(qr)), [col_of[int(r)] for r in qr]] = True
-            relevance = {
-                "playlist": set_relevance([sets[i] for i in qr], c_sets),
-                "artist": label_relevance(labels(qr, "artist"), c_artists),
-                "genre": label_relevance(labels(qr, "genre"), c_genres),
-            }
-            for name, vecs in methods.items():
-                part = retrieval_metrics(vecs[qr], vecs[c_rows], relevance, exclude=exclude, ks=ks)
-                acc = sums[name]
-                for key, value in part.items():  # accumulate query-weighted sums across chunks
-                    if key.endswith("_queries"):
-                        continue
-                    n = part[key.split("_")[0] + "_queries"]
-                    if n:
-                        acc[key] = acc.get(key, 0.0) + value * n
-                for key in (k for k in part if k.endswith("_queries")):
-                    acc[key] = acc.get(key, 0) + part[key]
-        for name in methods:
-            acc = sums[name]
-            metrics: dict[str, float] = {}
-            for key, value in sorted(acc.items()):
-                if key.endswith("_queries"):
-                    metrics[key] = int(value)
-                else:
-                    n = acc.get(key.split("_")[0] + "_queries", 0)
-                    metrics[key] = value / n if n else float("nan")
-            metrics["candidates"] = int(len(c_rows) - 1)
-            results[name][scope] = metrics
-
+    scopes = {"heldout": q_rows, "catalogue": np.arange(len(catalogue))}
+    per_query = _per_query_results(methods, q_rows, scopes, sets, truths, ks, chunk)
+    results = {
+        method: {scope: {**mean_metrics(metrics), "candidates": int(len(scopes[scope]) - 1)}
+                 for scope, metrics in by_scope.items()}
+        for method, by_scope in per_query.items()
+    }
+    intervals, comparisons = _intervals(per_query, [m for m in methods if m == "logmel-stats" or m.endswith("-msd")])
     out = {
         "experiment": experiment_path.resolve().name,
         "checkpoint_id": emb.checkpoint_id,
@@ -407,12 +545,35 @@ def evaluate_experiment(
         "n_heldout": int(len(q_rows)),
         "n_catalogue": int(len(catalogue)),
         "n_playlists": int(n_playlists),
+        "labels": None if labels is None else str(labels),
         "methods": results,
+        "intervals": intervals,
+        "comparisons": comparisons,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     out = _json_safe(out)
     _atomic_write_text(experiment_path / EVALUATION_FILE, json.dumps(out, indent=2) + "\n")
     return out
+
+
+def _baselines(
+    experiment_path: Path, config: dict, db_path: Path, catalogue: np.ndarray, *, device: str, batch_size: int,
+    max_patches_per_track: int | None, num_workers: int | None, seed: int, progress: bool,
+) -> dict[str, np.ndarray]:
+    """The random-weights encoder's features and projections and the z-scored log-mel statistics."""
+    from spotifai.audio import AudioConfig
+    from spotifai.embed import default_num_workers
+
+    base = _baseline_vectors(
+        experiment_path, config, AudioConfig.from_dict(config["data"]["audio"]), db_path, catalogue,
+        device=device, batch_size=batch_size, max_patches_per_track=max_patches_per_track,
+        num_workers=default_num_workers(device) if num_workers is None else num_workers, seed=seed,
+        progress=progress,
+    )
+    logmel = base.pop("logmel-stats")
+    mu, sd = np.nanmean(logmel, axis=0), np.nanstd(logmel, axis=0)
+    base["logmel-stats"] = ((logmel - mu) / np.where(sd > 1e-8, sd, 1.0)).astype(np.float32)
+    return base
 
 
 def load_evaluation(experiment_path: str | Path) -> dict:
@@ -439,3 +600,22 @@ def evaluation_table(results: dict):
     metric_cols = [c for c in df.columns if c not in first and not c.endswith("_queries") and c != "candidates"]
     count_cols = [c for c in df.columns if c.endswith("_queries") or c == "candidates"]
     return df[first + sorted(metric_cols) + count_cols].reset_index(drop=True)
+
+
+def comparison_lines(results: dict, scope: str = "catalogue", metrics: Sequence[str] | None = None) -> list[str]:
+    """One line per (comparison, metric): the ratio and difference of means with their bootstrap intervals,
+    e.g. ``trained-projections vs logmel-stats  album_precision@5  ratio 2.10 [1.71, 2.58]  diff +0.21 [...]``.
+    ``metrics`` default: every precision@5 and the maps."""
+    lines = []
+    for name, scopes in results.get("comparisons", {}).items():
+        for metric, stats in scopes.get(scope, {}).items():
+            if metrics is None and not metric.endswith(("precision@5", "_map")):
+                continue
+            if metrics is not None and metric not in metrics:
+                continue
+            r, d = stats["ratio"], stats["difference"]
+            if None in r or None in d:
+                continue
+            lines.append(f"{scope:<9} {name:<40} {metric:<24} ratio {r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}]"
+                         f"  difference {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]")
+    return lines

@@ -70,6 +70,7 @@ import torch.distributed as dist
 
 from spotifai import sampling
 from spotifai.audio import AudioConfig
+from spotifai.augment import AugmentConfig, augment_view, step_generator
 from spotifai.loss import playlist_and_track_loss
 from spotifai.model import AudioEncoder, EncoderConfig
 
@@ -79,6 +80,7 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 CHECKPOINT_DIR = "checkpoints"
 PRECISIONS = ("bf16", "fp16", "fp32")
+BEST_CHECKPOINT = "best"
 
 
 class ConfigError(ValueError):
@@ -103,6 +105,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "lambd": (float,),
         "track_weight": (float,),
         "max_nonfinite_steps": (int,),
+        "augment": (dict,),
     },
     "data": {
         "database": (str,),
@@ -121,12 +124,16 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "save_period": (int,),
         "checkpoint_period": (int,),
         "loss_window": (int,),
+        "keep_best": (bool,),
     },
 }
 _SECTIONS = ("model", "optimizer", "training", "data", "progress")
 # Keys added after experiments were first written, with the value that reproduces how those were trained
 # (so an old experiment still loads, resumes and embeds exactly as before).
-_LEGACY_DEFAULTS: dict[str, dict] = {"training": {"track_weight": 0.0}}
+_LEGACY_DEFAULTS: dict[str, dict] = {
+    "training": {"track_weight": 0.0, "augment": {}},
+    "progress": {"keep_best": False},
+}
 
 
 def default_config(database: str | Path, **overrides) -> dict:
@@ -145,7 +152,7 @@ def default_config(database: str | Path, **overrides) -> dict:
         "optimizer": {"learning_rate": 3e-4, "weight_decay": 0.05, "warmup_steps": 500, "grad_clip": 1.0},
         "training": {
             "steps": 20000, "batch_size": 32, "buffer_size": 24, "precision": "bf16", "lambd": 5e-3,
-            "track_weight": 2.0, "max_nonfinite_steps": 20,
+            "track_weight": 2.0, "max_nonfinite_steps": 20, "augment": AugmentConfig().to_dict(),
         },
         "data": {
             "database": str(Path(database).resolve()),
@@ -159,7 +166,7 @@ def default_config(database: str | Path, **overrides) -> dict:
             "num_workers": 4,
         },
         "progress": {"val_period": 500, "val_batches": 8, "save_period": 200, "checkpoint_period": 5000,
-                     "loss_window": 50},
+                     "loss_window": 50, "keep_best": True},
     }
     return _apply_overrides(config, overrides)
 
@@ -229,8 +236,8 @@ def _apply_overrides(config: dict, overrides: dict) -> dict:
     for key, value in overrides.items():
         if key in _SECTIONS and isinstance(value, dict):
             for sub, v in value.items():
-                if key == "data" and sub == "audio" and isinstance(v, dict):
-                    config["data"]["audio"].update(v)
+                if isinstance(v, dict) and isinstance(config[key].get(sub), dict):  # data.audio, training.augment
+                    config[key][sub].update(v)
                 else:
                     config[key][sub] = v
         elif key == "n_mels":
@@ -323,6 +330,10 @@ def validate_config(config: dict, source: str = "config") -> dict:
         bad("training.lambd", "must be >= 0")
     if t["track_weight"] < 0 or not math.isfinite(t["track_weight"]):
         bad("training.track_weight", "must be >= 0 (0 = playlist positives only)")
+    try:
+        t["augment"] = AugmentConfig.from_dict(t["augment"]).to_dict()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: training.augment: {exc}") from exc
     if t["max_nonfinite_steps"] < 1:
         bad("training.max_nonfinite_steps", "must be >= 1")
     if not o["learning_rate"] > 0 or not math.isfinite(o["learning_rate"]):
@@ -501,6 +512,14 @@ def _save_checkpoint(experiment: Path, state: dict, kept: bool) -> None:
     _atomic_write_bytes(folder / "latest.pt", data)
 
 
+def _save_best(experiment: Path, model: torch.nn.Module, config: dict, step: int, validation_loss: float) -> None:
+    """``checkpoints/best.pt``: the weights with the lowest validation loss so far (model, config, step, loss;
+    no optimizer state: it is for inference, see :func:`load_encoder` and ``progress.keep_best``)."""
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "config": config, "step": step, "validation_loss": validation_loss}, buf)
+    _atomic_write_bytes(_checkpoint_dir(experiment) / f"{BEST_CHECKPOINT}.pt", buf.getvalue())
+
+
 def _load_state(path: Path, device: str = "cpu") -> dict:
     return torch.load(path, map_location=device, weights_only=True)
 
@@ -654,6 +673,7 @@ class _Runner:
         self.precision = precision
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self.audio = AudioConfig.from_dict(d["audio"])
+        self.augment = AugmentConfig.from_dict(t["augment"])
         self.cache = cache_path(experiment, config)
         self.num_workers = d["num_workers"] if multi_processing else 0
 
@@ -744,6 +764,10 @@ class _Runner:
         finite = [v for v in losses if math.isfinite(v)]
         return sum(finite) / len(finite) if finite else float("nan")
 
+    def best_validation(self) -> float:
+        """The lowest finite validation loss in the history so far (inf when there is none)."""
+        return min((v for _, sp, v in self.history if sp == "validation" and math.isfinite(v)), default=math.inf)
+
     def state(self) -> dict:
         return {
             "model": self.raw_model.state_dict(),
@@ -774,10 +798,20 @@ class _Runner:
         self.skipped_tracks.update({int(k): v for k, v in state["skipped"]["tracks"].items()})
         self.skipped_playlists.update(int(p) for p in state["skipped"]["playlists"])
 
+    def augmented(self, batch: dict) -> dict:
+        """``batch`` with both views augmented (training.augment; see :mod:`spotifai.augment`); the random
+        numbers are a function of (seed, step, rank), so a resumed run augments exactly as an uninterrupted one."""
+        if not self.augment.enabled:
+            return batch
+        gen = step_generator(self.config["data"]["seed"], batch["step"], self.rank)
+        half = int((batch["groups"] == batch["groups"][0]).sum())  # rows per playlist: mix across playlists
+        return {**batch, "mel_a": augment_view(batch["mel_a"], self.augment, gen, mix_shift=half),
+                "mel_b": augment_view(batch["mel_b"], self.augment, gen, mix_shift=half)}
+
     def train_step(self, batch: dict) -> float:
         """One optimizer step on ``batch``; returns the loss (a non-finite loss skips the update, and
         ``training.max_nonfinite_steps`` of them in a row raise RuntimeError)."""
-        loss = self.loss(self.model, batch)
+        loss = self.loss(self.model, self.augmented(batch))
         value = float(loss.detach())
         if math.isfinite(value):
             self.nonfinite = 0
@@ -872,6 +906,8 @@ class _Runner:
                 if (p["val_period"] and step % p["val_period"] == 0) or final:
                     v = self.validate()
                     if v is not None:
+                        if main and p["keep_best"] and math.isfinite(v) and v < self.best_validation():
+                            _save_best(self.experiment, self.raw_model, self.config, step, v)
                         last_val = v
                         add_row((step, "validation", v))
                     t_prev = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +146,52 @@ def test_embed_index_recommend_evaluate_chain(tmp_path, capsys):
     # a second evaluation reuses the cached baselines and gives the same numbers
     again = ev.evaluate_experiment(exp, num_workers=0, progress=False)
     assert again["methods"] == results["methods"]
+
+
+def test_per_query_metrics_mark_undefined_queries():
+    queries = np.array([[1.0, 0.0], [0.0, 1.0]])
+    corpus = np.array([[1.0, 0.1], [0.9, 0.0], [0.0, 1.0]])
+    album = np.array([[True, False, False], [False, False, False]])  # ranked: c1 (1.0), c0 (0.995), c2
+    per_query = ev.per_query_metrics(queries, corpus, {"album": album}, ks=(1,), with_recall_map=("album",))
+    assert per_query["album_precision@1"][0] == 0.0 and math.isnan(per_query["album_precision@1"][1])
+    assert per_query["album_map"][0] == 0.5
+    means = ev.mean_metrics(per_query)
+    assert means["album_queries"] == 1 and means["album_map"] == 0.5
+
+
+def test_bootstrap_interval_mean_difference_and_ratio():
+    rng = np.random.default_rng(0)
+    a = rng.random(200)
+    est, lo, hi = ev.bootstrap_interval(a)
+    assert est == pytest.approx(a.mean()) and lo < est < hi
+    # the standard error of a mean of 200 uniforms is ~0.02: a 95 % interval is about +-0.04 wide
+    assert 0.05 < hi - lo < 0.12
+    assert ev.bootstrap_interval(np.full(50, 0.3)) == pytest.approx((0.3, 0.3, 0.3))
+    # paired: b = a - 0.1 exactly, so every resample gives the same difference
+    d = ev.bootstrap_interval(a, baseline=a - 0.1, statistic="difference")
+    assert d == pytest.approx((0.1, 0.1, 0.1))
+    r = ev.bootstrap_interval(2 * a, baseline=a, statistic="ratio")
+    assert r == pytest.approx((2.0, 2.0, 2.0))
+    # NaN (undefined) queries are left out of both sides of a pair
+    with_nan = np.concatenate([a, [np.nan]])
+    assert ev.bootstrap_interval(with_nan, baseline=np.concatenate([a, [0.0]]), statistic="difference")[0] == 0.0
+    # the same seed gives the same interval
+    assert ev.bootstrap_interval(a) == ev.bootstrap_interval(a)
+    with pytest.raises(ValueError):
+        ev.bootstrap_interval(a, statistic="ratio")
+
+
+def test_read_labels_and_errors(tmp_path):
+    good = tmp_path / "labels.csv"
+    good.write_text("path,album,composer\n/music/a.ogg,Game A,Ann\n/music/b.ogg,Game A,\n", encoding="utf-8")
+    labels = ev.read_labels(good)
+    assert labels[str(Path("/music/a.ogg").resolve())] == {"album": "Game A", "composer": "Ann"}
+    assert labels[str(Path("/music/b.ogg").resolve())]["composer"] == ""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,album\n/music/a.ogg,Game A,extra\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.csv: line 2: 3 cells"):
+        ev.read_labels(bad)
+    no_path = tmp_path / "nopath.csv"
+    no_path.write_text("file,album\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"nopath\.csv: line 1: .*'path' column"):
+        ev.read_labels(no_path)

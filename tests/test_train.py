@@ -291,7 +291,8 @@ def test_torchrun_two_gloo_processes(corpus, tmp_path):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["world_size"] == 2 and summary["steps"] == 6
     _check_history(exp, 6, 5, 3)
-    assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == ["latest.pt", "step_0000006.pt"]
+    # rank 0 alone writes: the newest, the kept and the best-validation checkpoint (progress.keep_best)
+    assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == ["best.pt", "latest.pt", "step_0000006.pt"]
     assert len(list(exp.glob("history*"))) == 1
 
 
