@@ -17,13 +17,17 @@ rank agrees on them without communicating:
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 SCHEMA_VERSION = "1"
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseError(RuntimeError):
@@ -38,8 +42,12 @@ def connect(path: str | Path, *, create: bool = True, readonly: bool = False) ->
     """Open (and, if ``create``, initialize) the music DB at ``path``.
 
     Foreign keys on, WAL journal, rows as :class:`sqlite3.Row`. ``readonly`` opens with ``mode=ro``
-    (used by the web demo). Raises :class:`DatabaseError` naming the file when it does not exist (and
-    ``create`` is false) or is not a SQLite database.
+    (used by the web demo and ``spotifai search``) and creates nothing: not even the folder. A WAL database
+    in a folder this process cannot write to (another user's library, a read-only mount) cannot get the
+    ``-shm`` file that WAL readers need; it is then opened ``immutable`` (nothing written, no locks), with a
+    warning when a ``-wal`` file holds transactions that were never checkpointed (they are not seen).
+    Raises :class:`DatabaseError` naming the file when it does not exist (and ``create`` is false) or is not
+    a SQLite database.
     """
     path = Path(path)
     if not path.exists() and (readonly or not create):
@@ -48,7 +56,7 @@ def connect(path: str | Path, *, create: bool = True, readonly: bool = False) ->
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         if readonly:
-            conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False)
+            conn = _connect_readonly(path)
         else:
             conn = sqlite3.connect(path, check_same_thread=False)
         conn.row_factory = sqlite3.Row
@@ -59,10 +67,40 @@ def connect(path: str | Path, *, create: bool = True, readonly: bool = False) ->
             conn.executescript(_schema_sql())
             conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             conn.commit()
-        else:
-            conn.execute("SELECT 1 FROM tracks LIMIT 1")
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"{path}: not a usable spotifai music database ({exc})") from exc
+    return conn
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A ``mode=ro`` connection that has read the tracks table once; ``immutable=1`` when the first read fails
+    because the WAL side files cannot be created or opened for writing (see :func:`connect`)."""
+    uri = "file:" + urllib.parse.quote(str(path.resolve()), safe="/")
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        conn.execute("SELECT 1 FROM tracks LIMIT 1")
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        code = getattr(exc, "sqlite_errorname", "")
+        if not code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
+            raise
+        first = exc
+    conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    try:
+        conn.execute("SELECT 1 FROM tracks LIMIT 1")
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise first from None
+    wal = path.with_name(path.name + "-wal")
+    try:
+        pending = wal.stat().st_size > 0
+    except OSError:
+        pending = False
+    log.info("%s: opened immutable (read-only folder: %s)", path, first)
+    if pending:
+        log.warning("%s: read-only folder and a non-empty %s: transactions not yet checkpointed into the "
+                    "database are not visible", path, wal.name)
     return conn
 
 
@@ -144,6 +182,26 @@ def upsert_playlist(conn: sqlite3.Connection, source_key: str, name: str, track_
         ((playlist_id, pos, tid) for pos, tid in enumerate(track_ids)),
     )
     return playlist_id
+
+
+def add_library_location(conn: sqlite3.Connection, location: str | Path) -> None:
+    """Record a folder (or a single file) that audio was ingested from, resolved: the web demo serves audio only
+    from real paths at or below these locations (see :func:`audio_locations`)."""
+    conn.execute("INSERT OR IGNORE INTO library_roots(path) VALUES (?)", (str(Path(location).resolve()),))
+
+
+def audio_locations(conn: sqlite3.Connection, real_path: str | Path) -> list[str] | None:
+    """The recorded library locations that contain ``real_path`` (itself or a folder above it); None when the
+    DB records no locations at all (a DB written before they were recorded, or not by ingestion)."""
+    real = Path(real_path)
+    candidates = [str(real), *(str(p) for p in real.parents)]
+    try:
+        if conn.execute("SELECT 1 FROM library_roots LIMIT 1").fetchone() is None:
+            return None
+        marks = ",".join("?" * len(candidates))
+        return [r[0] for r in conn.execute(f"SELECT path FROM library_roots WHERE path IN ({marks})", candidates)]
+    except sqlite3.OperationalError:  # an older DB opened read-only: no such table
+        return None
 
 
 def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:

@@ -27,8 +27,14 @@ Guarantees:
   it was before that file. Invalid JSON aborts its file with the file and the position of the error; malformed
   playlist lines are reported with file and line number and skipped; playlist entries that match no track are
   counted and listed, never silently dropped.
-* After the sources, ``popularity`` of every track whose playlists changed is set to its number of playlist
-  entries (tracks in no playlist keep theirs).
+* Entry-level problems (an entry naming a file the system cannot look up, an unreadable audio file, a
+  malformed line, a duplicate MPD ``pid``) are counted per entry with the file and line; the playlist keeps its
+  other entries. Names are text whatever the source gives (MPD numbers, lists, objects: see ``_text``).
+* After the sources, ``popularity`` of every track in a playlist is recounted from the DB when memberships
+  changed since the last recount, also in a run killed before its recount (tracks in no playlist keep theirs).
+* Where audio was found (the folders, and single files ingested from elsewhere) is recorded in the DB
+  (``library_roots``): the web demo serves audio only from there.
+* Everything reported is escaped and cut to a sane length (:mod:`spotifai.ingest_summary`).
 
 Speed: the MPD path keeps dicts of name/URI -> id for artists, albums, tracks and playlists for the whole run,
 assigns ids itself, resolves each distinct track once per file (the per-entry steps run in C: ``map`` / ``zip`` /
@@ -53,224 +59,34 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-import mutagen
 import orjson
-import soundfile
 from tqdm import tqdm
 
 from spotifai import database
+from spotifai.audio_files import AUDIO_EXTENSIONS, AudioFileInfo, UnreadableAudio, read_audio_file
+from spotifai.ingest_summary import IngestSummary
+from spotifai.printable import printable
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus"})
-_SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".opus"})
-_TRACK_NUMBER = re.compile(r"^\s*(?:\d{1,2}[-.])?\d{1,3}\s*(?:[-._)]\s*|\s+)(?=\S)")
 _EXTINF = re.compile(r"^#EXTINF\s*:\s*(-?\d+(?:\.\d*)?)\b[^,]*,(.*)$", re.IGNORECASE)
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")
-_MAX_LISTED = 1000  # per list in the summary: further items are counted, not listed
 # Secondary indexes that Ingester.bulk_load() drops and re-creates (all are in schema.sql).
 _BULK_INDEXES = ("playlist_tracks_track", "tracks_artist", "tracks_album", "tracks_popularity")
 _BULK_MIN_ENTRIES = 200_000  # smaller MPD batches are not worth a bulk load
+_POPULARITY_STALE = "popularity_stale"  # meta key: memberships changed since popularity was last recounted
+# Errors of one playlist entry (a name too long for the system, an unreadable folder, a symbolic link loop): the
+# entry is reported with its file and line and skipped; the playlist keeps its other entries.
+_ENTRY_ERRORS = (OSError, ValueError, RuntimeError)
+_CSV_FIELD_LIMIT = 2**31 - 1
 _BULK_WAL_PAGES = 20_000  # WAL auto-checkpoint interval inside Ingester.bulk_load() (pages; 80 MB of 4 KiB pages)
-
-
-# ---------------------------------------------------------------------------------------------- summary
-
-
-@dataclass
-class IngestSummary:
-    """What an ingestion run did. ``skipped``: (path, reason) of unreadable audio files; ``unmatched``:
-    (file, line or entry number, entry) of playlist entries that matched no track; ``errors``: malformed lines
-    and aborted files, each naming the file (and line or position)."""
-
-    tracks_added: int = 0
-    tracks_updated: int = 0
-    tracks_unchanged: int = 0
-    playlists_added: int = 0
-    playlists_updated: int = 0
-    playlists_unchanged: int = 0
-    memberships_written: int = 0
-    sources_ingested: int = 0
-    sources_failed: int = 0
-    skipped_files: int = 0
-    unmatched_entries: int = 0
-    error_count: int = 0
-    seconds: float = 0.0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    unmatched: list[tuple[str, int, str]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def playlists(self) -> int:
-        """Playlists written (added or replaced) in this run."""
-        return self.playlists_added + self.playlists_updated
-
-    def skip(self, path: str | Path, reason: str) -> None:
-        self.skipped_files += 1
-        if len(self.skipped) < _MAX_LISTED:
-            self.skipped.append((str(path), reason))
-        log.warning("skipped %s: %s", path, reason)
-
-    def unmatched_entry(self, file: str | Path, line: int, entry: str) -> None:
-        self.unmatched_entries += 1
-        if len(self.unmatched) < _MAX_LISTED:
-            self.unmatched.append((str(file), line, entry))
-        log.debug("%s:%d: no track matches %r", file, line, entry)
-
-    def error(self, message: str) -> None:
-        self.error_count += 1
-        if len(self.errors) < _MAX_LISTED:
-            self.errors.append(message)
-        log.warning("%s", message)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["playlists"] = self.playlists
-        return d
-
-    def to_text(self) -> str:
-        lines = [
-            f"tracks: {self.tracks_added} added, {self.tracks_updated} updated, {self.tracks_unchanged} unchanged",
-            f"playlists: {self.playlists_added} added, {self.playlists_updated} updated,"
-            f" {self.playlists_unchanged} unchanged; {self.memberships_written} memberships written",
-            f"sources: {self.sources_ingested} ingested, {self.sources_failed} failed; {self.seconds:.1f} s",
-            f"skipped audio files: {self.skipped_files}",
-            *(f"  {path}: {reason}" for path, reason in self.skipped),
-            f"unmatched playlist entries: {self.unmatched_entries}",
-            *(f"  {file}:{line}: {entry}" for file, line, entry in self.unmatched[:50]),
-            f"errors: {self.error_count}",
-            *(f"  {message}" for message in self.errors),
-        ]
-        if self.unmatched_entries > 50:
-            lines.insert(lines.index(f"errors: {self.error_count}"), f"  … {self.unmatched_entries - 50} more")
-        return "\n".join(lines)
-
-    __str__ = to_text
-
-
-# ------------------------------------------------------------------------------------------- audio files
-
-
-class UnreadableAudio(Exception):
-    """An audio file that cannot be used; ``str()`` is the reason."""
-
-
-@dataclass(frozen=True)
-class AudioFileInfo:
-    """Metadata of one audio file: duration in seconds, tags or path-derived names (None when unknown)."""
-
-    title: str
-    artist: str | None
-    album: str | None
-    genre: str | None
-    duration: float
-
-
-def _first_tag(tags, *keys: str) -> str | None:
-    if tags is None:
-        return None
-    for key in keys:
-        try:
-            value = tags.get(key)
-        except (KeyError, ValueError, TypeError):
-            continue
-        if value is None:
-            continue
-        if hasattr(value, "text"):  # an ID3 frame
-            value = value.text
-        if isinstance(value, list | tuple):
-            value = value[0] if value else None
-        if value is not None and str(value).strip():
-            return str(value).strip()
-    return None
-
-
-def _names_from_path(path: Path, root: Path | None) -> tuple[str, str | None, str | None]:
-    """(title, artist, album) from ``Artist/Album/NN Title.ext`` below ``root``."""
-    try:
-        parents = path.relative_to(root).parts[:-1] if root else ()
-    except ValueError:
-        parents = ()
-    if not parents and root is None:
-        parents = path.parts[-3:-1]
-    title = _TRACK_NUMBER.sub("", path.stem).strip() or path.stem
-    artist = album = None
-    if len(parents) >= 2:
-        artist, album = parents[-2], parents[-1]
-    elif len(parents) == 1:
-        artist = parents[0]
-    if artist is None and " - " in title:
-        artist, title = (s.strip() for s in title.split(" - ", 1))
-    return title, artist, album
-
-
-def _duration(path: Path) -> float | None:
-    """Seconds of audio per libsndfile, after decoding the last frames (catches truncated files); None when
-    libsndfile cannot open the format. Raises UnreadableAudio when the file is damaged."""
-    if path.suffix.lower() not in _SOUNDFILE_EXTENSIONS:
-        return None
-    try:
-        f = soundfile.SoundFile(str(path))
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
-        if path.suffix.lower() in {".mp3", ".opus"}:
-            return None  # let mutagen try (some MP3 / Opus variants libsndfile does not take)
-        raise UnreadableAudio(f"cannot decode ({exc})") from exc
-    with f:
-        frames, rate = f.frames, f.samplerate
-        if frames <= 0 or rate <= 0:
-            raise UnreadableAudio("no audio frames")
-        tail = min(frames, 4096)
-        try:
-            if f.seekable():
-                f.seek(frames - tail)
-            else:
-                tail = frames
-            got = len(f.read(tail, dtype="float32"))
-        except (soundfile.LibsndfileError, RuntimeError) as exc:
-            raise UnreadableAudio(f"truncated or damaged: the end cannot be decoded ({exc})") from exc
-        if got < tail * 0.99:
-            raise UnreadableAudio(f"truncated: the header says {frames} frames, decoding stops before the end")
-        return frames / rate
-
-
-def read_audio_file(path: str | Path, root: str | Path | None = None) -> AudioFileInfo:
-    """Tags and duration of one audio file. Names missing from the tags are taken from the path below
-    ``root`` (``Artist/Album/NN Title.ext``). Raises :class:`UnreadableAudio` with the reason."""
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise UnreadableAudio("empty file")
-    except OSError as exc:
-        raise UnreadableAudio(f"cannot read ({exc.strerror or exc})") from exc
-    try:
-        tagged = mutagen.File(str(path), easy=True)
-    except Exception as exc:  # mutagen raises many types for damaged files
-        tagged = None
-        tag_error = f"{type(exc).__name__}: {exc}"
-    else:
-        tag_error = None
-    duration = _duration(path)
-    if duration is None:
-        length = getattr(getattr(tagged, "info", None), "length", None)
-        if not length or length <= 0:
-            raise UnreadableAudio(f"not a readable audio file{f' ({tag_error})' if tag_error else ''}")
-        duration = float(length)
-    tags = getattr(tagged, "tags", None)
-    title, artist, album = _names_from_path(path, Path(root) if root is not None else None)
-    return AudioFileInfo(
-        title=_first_tag(tags, "title", "TIT2", "\xa9nam") or title,
-        artist=_first_tag(tags, "artist", "TPE1", "albumartist", "\xa9ART") or artist,
-        album=_first_tag(tags, "album", "TALB", "\xa9alb") or album,
-        genre=_first_tag(tags, "genre", "TCON", "\xa9gen"),
-        duration=round(duration, 6),
-    )
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -291,6 +107,24 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         conn.commit()
 
 
+def _popularity_is_stale(conn: sqlite3.Connection) -> None:
+    """Mark popularity for a recount (inside the transaction that changes memberships)."""
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, '1')", (_POPULARITY_STALE,))
+
+
+def _text(value: Any) -> str | None:
+    """A name from JSON as text, the one form every source stores: strings as they are; numbers and booleans as
+    JSON writes them (``42``, ``1.5``, ``true``); lists and objects as compact JSON; None for null and empty."""
+    if value is None or value == "" or value == [] or value == {}:
+        return None
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # an integer beyond 64 bits, ...
+        return str(value)
+
+
 def _norm(text: str | None) -> str:
     return " ".join((text or "").casefold().split())
 
@@ -301,6 +135,14 @@ def _read_text(path: Path) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+def _csv_reader(text: str):
+    """A csv.reader over ``text`` that takes fields of any length (the csv module stops a whole file at a field
+    over 128 KiB; an over-long entry is an entry-level problem, reported when it is looked up)."""
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+    return csv.reader(io.StringIO(text, newline=""))
 
 
 def _mpd_files(path: Path) -> list[Path]:
@@ -331,7 +173,6 @@ class Ingester:
         conn.execute("PRAGMA cache_size = -262144")  # KiB: 256 MiB
         self.summary = IngestSummary()
         self._start = time.perf_counter()
-        self._touched: set[int] = set()  # tracks whose playlist count may have changed
         self._by_audio: dict[str, int] | None = None  # audio path -> track id
         self._by_tail: dict[str, int | None] | None = None  # last 2 path parts, lower case -> id (None: ambiguous)
         self._by_name: dict[tuple[str, str], int] | None = None  # (artist, title) normalized -> id
@@ -384,13 +225,16 @@ class Ingester:
             self._by_name.setdefault((_norm(artist), _norm(title)), tid)
 
     def _run_source(self, label: str, work) -> bool:
-        """Run ``work()`` as one transaction; an unexpected error rolls it back and is reported."""
+        """Run ``work()`` as one transaction; an unexpected error rolls it back and is reported (and the write
+        counters of the summary are given back: nothing of it was written)."""
+        counts = self.summary.write_counts()
         try:
             with _transaction(self.conn):
                 work()
         except Exception as exc:  # any failure: the file's transaction is rolled back, the run goes on
-            log.debug("%s failed", label, exc_info=True)
+            log.debug("%s failed", printable(label), exc_info=True)
             self._reset_caches()
+            self.summary.restore(counts)
             self.summary.sources_failed += 1
             self.summary.error(f"{label}: {exc} (nothing from this file was written)")
             return False
@@ -442,13 +286,27 @@ class Ingester:
             if old == list(track_ids) and row[1] == name:
                 s.playlists_unchanged += 1
                 return
-            self._touched.update(old)
             s.playlists_updated += 1
         else:
             s.playlists_added += 1
         database.upsert_playlist(self.conn, source_key, name, track_ids)
+        _popularity_is_stale(self.conn)
         s.memberships_written += len(track_ids)
-        self._touched.update(track_ids)
+
+    def _new_file(self, path: Path, root: Path | None = None) -> None:
+        """Record where the audio file ``path`` (just ingested) really is, unless that is below ``root`` (a folder
+        being ingested) or below a folder recorded before: the web demo serves audio from recorded places only."""
+        real = path.resolve()
+        if root is not None and real.is_relative_to(root):
+            return
+        if not database.audio_locations(self.conn, real):
+            database.add_library_location(self.conn, real)
+
+    def _entry_error(self, file: Path, line: int, exc: Exception) -> None:
+        """Report a playlist entry that could not be looked up (a name longer than the system allows, a folder
+        that cannot be read, ...): one error naming the file and line; the entry is skipped, the playlist kept."""
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.summary.error(f"{file}:{line}: entry skipped: {reason}")
 
     def _resolve(self, base: Path, entry: str, extinf: str | None = None) -> int | None:
         """Track id for a playlist entry (a path relative to ``base`` or absolute, a file:// URL), else by the
@@ -467,10 +325,14 @@ class Ingester:
                     tid = self._audio_index().get(str(path))
                     if tid is None and path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
                         try:
-                            tid = self._file_track(path, read_audio_file(path, root=path.parent.parent.parent))
+                            info = read_audio_file(path, root=path.parent.parent.parent)
                         except UnreadableAudio as exc:
                             self.summary.skip(path, str(exc))
                             return None
+                        if info.warning:
+                            self.summary.warn(f"{path}: {info.warning}")
+                        tid = self._file_track(path, info)
+                        self._new_file(path)
                 if tid is None:
                     tid = self._tail_index().get("/".join(path.parts[-2:]).lower())
         if tid is None and extinf and " - " in extinf:
@@ -487,17 +349,31 @@ class Ingester:
             self.summary.sources_failed += 1
             self.summary.error(f"{root}: not a folder")
             return
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+        files = []
+        for p in sorted(root.rglob("*")):
+            if p.suffix.lower() not in AUDIO_EXTENSIONS:
+                continue
+            if p.is_file():
+                files.append(p)
+            elif p.is_symlink() and not p.exists():
+                self.summary.skip(p, f"dangling symbolic link (to {p.readlink()}, which does not exist)")
         infos: list[tuple[Path, AudioFileInfo]] = []
-        for path in tqdm(files, desc=f"reading {root.name}", unit="file", disable=not self.progress):
+        desc = f"reading {printable(root.name, 40)}"
+        for path in tqdm(files, desc=desc, unit="file", disable=not self.progress):
             try:
                 infos.append((path, read_audio_file(path, root)))
             except UnreadableAudio as exc:
                 self.summary.skip(path, str(exc))
+                continue
+            if infos[-1][1].warning:
+                self.summary.warn(f"{path}: {infos[-1][1].warning}")
 
         def work() -> None:
+            database.add_library_location(self.conn, root)
             for path, info in infos:
                 self._file_track(path, info)
+                if path.is_symlink():  # a link may lead out of the folder: record where its file really is
+                    self._new_file(path, root)
 
         self._run_source(str(root), work)
 
@@ -536,7 +412,11 @@ class Ingester:
         def work() -> None:
             ids = []
             for lineno, entry, info in entries:
-                tid = self._resolve(path.parent, entry, info)
+                try:
+                    tid = self._resolve(path.parent, entry, info)
+                except _ENTRY_ERRORS as exc:
+                    self._entry_error(path, lineno, exc)
+                    continue
                 if tid is None:
                     self.summary.unmatched_entry(path, lineno, entry)
                 else:
@@ -555,7 +435,7 @@ class Ingester:
             s.sources_failed += 1
             s.error(f"{path}: cannot read ({exc.strerror or exc})")
             return
-        reader = csv.reader(io.StringIO(text, newline=""))
+        reader = _csv_reader(text)
         try:
             header = [h.strip().lower() for h in next(reader, [])]
             col = {h: i for i, h in enumerate(header) if h}
@@ -595,7 +475,11 @@ class Ingester:
                 if not entry and not title:
                     s.error(f"{path}:{lineno}: neither a path nor a title")
                     continue
-                tid = self._resolve(path.parent, entry) if entry else None
+                try:
+                    tid = self._resolve(path.parent, entry) if entry else None
+                except _ENTRY_ERRORS as exc:
+                    self._entry_error(path, lineno, exc)
+                    continue
                 if tid is None and title:
                     tid = self._name_index().get((_norm(artist), _norm(title)))
                 members = playlists.setdefault(name, [])
@@ -762,8 +646,6 @@ class Ingester:
         replaced: list[int] = []
         members: list[tuple[int, str]] = []  # (playlist id, JSON array of its track ids in order)
         n_members = 0
-        written: list[list[int]] = []  # track ids of each written playlist
-        unchanged_before = s.playlists_unchanged
         unchanged_tracks = 0
 
         # Resolve each distinct track of the file once, in order of first appearance (new tracks get the next
@@ -776,11 +658,16 @@ class Ingester:
         in_file: dict[str, int] = {}  # uri -> id
         for uri in dict.fromkeys(uris):
             t = first_entry[uri]
-            title = t.track_name or uri
+            title, artist, album = t.track_name, t.artist_name, t.album_name
             if type(title) is not str:
-                title = str(title)
-            artist = t.artist_name or None
-            album = t.album_name or None
+                title = _text(title)
+            if type(artist) is not str:
+                artist = _text(artist)
+            if type(album) is not str:
+                album = _text(album)
+            title = title or uri
+            artist = artist or None
+            album = album or None
             rec = tracks.get(uri)
             if rec is not None and rec[1] == title and rec[2] == artist and rec[3] == album:
                 unchanged_tracks += 1
@@ -816,11 +703,16 @@ class Ingester:
         ids = list(map(in_file.__getitem__, uris))
 
         end = 0
-        for pl in playlists:
+        first_of: dict[str, int] = {}  # source key -> index of its first playlist in this file
+        for index, pl in enumerate(playlists):
             start, end = end, end + len(pl.tracks)
             tids = ids[start:end]
-            key = f"mpd:{pl.pid}"
-            name = str(pl.name or key)
+            key = f"mpd:{pl.pid if type(pl.pid) in (int, str) else _text(pl.pid)}"
+            if first_of.setdefault(key, index) != index:
+                s.error(f"{path}: playlist #{index}: pid {key[4:]} again (first at playlist #{first_of[key]}); skipped")
+                continue
+            name = pl.name if type(pl.name) is str else _text(pl.name)
+            name = name or key
             pid = playlist_ids.get(key)
             if pid is None:
                 pid = playlist_ids[key] = next_playlist
@@ -837,17 +729,12 @@ class Ingester:
                 if row is not None and row[0] != name:
                     renamed.append((name, pid))
                 replaced.append(pid)
-                self._touched.update(old)
                 s.playlists_updated += 1
             if tids:
                 members.append((pid, orjson.dumps(tids).decode()))
                 n_members += len(tids)
-                written.append(tids)
-        if s.playlists_unchanged == unchanged_before:  # every track of this file is in a written playlist
-            self._touched.update(in_file.values())
-        else:
-            for tids in written:
-                self._touched.update(tids)
+        if members or replaced:
+            _popularity_is_stale(conn)
         conn.executemany("INSERT INTO artists(id, name) VALUES (?, ?)", new_artists)
         conn.executemany("INSERT INTO albums(id, title, artist_id) VALUES (?, ?, ?)", new_albums)
         # Many new tracks: index them for search with one INSERT ... SELECT instead of the per-row trigger (the
@@ -902,7 +789,7 @@ class Ingester:
                     else:
                         s.error(f"{path}: entry {n}: expected a track_uri and a path")
             else:
-                reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+                reader = _csv_reader(_read_text(path))
                 for row in reader:
                     if not row or not any(c.strip() for c in row):
                         continue
@@ -925,12 +812,17 @@ class Ingester:
                     continue
                 tid = row[0]
                 audio_path = Path(audio.replace("\\", "/"))
-                audio_path = (audio_path if audio_path.is_absolute() else path.parent / audio_path).resolve()
                 try:
+                    audio_path = (audio_path if audio_path.is_absolute() else path.parent / audio_path).resolve()
                     info = read_audio_file(audio_path)
                 except UnreadableAudio as exc:
                     s.skip(audio_path, str(exc))
                     continue
+                except _ENTRY_ERRORS as exc:
+                    self._entry_error(path, n, exc)
+                    continue
+                if info.warning:
+                    s.warn(f"{audio_path}: {info.warning}")
                 holder = self.conn.execute(
                     "SELECT id, uri FROM tracks WHERE audio_path = ? AND id != ?", (str(audio_path), tid)
                 ).fetchone()
@@ -941,8 +833,7 @@ class Ingester:
                     # The folder scan made a track of this file: merge it into the Spotify track.
                     self.conn.execute("UPDATE playlist_tracks SET track_id = ? WHERE track_id = ?", (tid, holder[0]))
                     self.conn.execute("DELETE FROM tracks WHERE id = ?", (holder[0],))
-                    self._touched.add(tid)
-                    self._touched.discard(holder[0])
+                    _popularity_is_stale(self.conn)
                     self._reset_caches()
                 cur = self.conn.execute(
                     "UPDATE tracks SET audio_path = ?, duration = ? WHERE id = ? AND (audio_path IS NOT ? OR duration IS NOT ?)",
@@ -954,24 +845,28 @@ class Ingester:
                         self._by_audio[str(audio_path)] = tid
                 else:
                     s.tracks_unchanged += 1
+                self._new_file(audio_path)
 
         self._run_source(str(path), work)
 
     # ---- end of run
 
     def update_popularity(self) -> None:
-        """popularity = number of playlist entries, for every track whose playlists changed in this run (one
-        set-based UPDATE; tracks now in no playlist keep theirs)."""
-        if not self._touched:
+        """popularity = number of playlist entries, recounted from the DB for every track in a playlist (one
+        set-based UPDATE; tracks in no playlist keep theirs) when memberships changed since the last recount.
+
+        What changed is not remembered in this process: every transaction that changes memberships also sets
+        the meta key ``popularity_stale``, and the recount clears it in its own transaction. A run killed between
+        two playlist commits leaves the key set, so the next run recounts, even if it finds every playlist
+        unchanged."""
+        if database.get_meta(self.conn, _POPULARITY_STALE) is None:
             return
         with _transaction(self.conn):
             self.conn.execute(
                 "UPDATE tracks SET popularity = c.n FROM (SELECT track_id, COUNT(*) AS n FROM playlist_tracks"
-                " WHERE track_id IN (SELECT value FROM json_each(?)) GROUP BY track_id) AS c"
-                " WHERE tracks.id = c.track_id AND tracks.popularity IS NOT c.n",
-                (orjson.dumps(sorted(self._touched)).decode(),),
+                " GROUP BY track_id) AS c WHERE tracks.id = c.track_id AND tracks.popularity IS NOT c.n"
             )
-        self._touched.clear()
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (_POPULARITY_STALE,))
 
     def finish(self) -> IngestSummary:
         """Update popularity and return the summary (with the elapsed seconds)."""

@@ -6,6 +6,13 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 
+-- Where ingestion found audio: resolved folders given to `spotifai ingest --folder`, and resolved single files
+-- ingested from elsewhere (playlist entries, the MPD audio map, symbolic links leading out of a folder). The web
+-- demo serves a track's audio only when its real path is one of these or lies below one of these folders.
+CREATE TABLE IF NOT EXISTS library_roots (
+    path TEXT PRIMARY KEY
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS artists (
     id   INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE

@@ -1,0 +1,275 @@
+"""Regression tests of issue 11's defects outside the web server (D1-D7, D9, D10 and the minor ones); the web
+ones (D8, D11, the 503 body, the Range answer) are in tests/test_adversarial.py. Each test failed before its fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from spotifai import database
+from spotifai.cli import main as cli_main
+from spotifai.ingest import ingest
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 16000
+
+
+def _wav(path: Path, seconds: float = 0.5, freq: float = 440.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * RATE)) / RATE
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), RATE, subtype="PCM_16")
+    return path
+
+
+def _popularity_matches_counts(conn: sqlite3.Connection) -> list[tuple]:
+    """Tracks in a playlist whose popularity is not their number of playlist entries (empty: all right)."""
+    return conn.execute(
+        "SELECT t.id, t.popularity, c.n FROM tracks t JOIN (SELECT track_id, COUNT(*) AS n FROM playlist_tracks"
+        " GROUP BY track_id) c ON c.track_id = t.id WHERE t.popularity != c.n"
+    ).fetchall()
+
+
+# ------------------------------------------------------------------------------------------------ D1: entries
+
+
+def test_d1_bad_entries_are_counted_per_entry_and_the_playlist_kept(tmp_path, capsys):
+    music = tmp_path / "music"
+    a, b = _wav(music / "a.wav"), _wav(music / "b.wav", freq=550)
+    m3u = tmp_path / "list.m3u"
+    long_name = "x" * 300 + ".mp3"  # longer than the file-name limit: OSError at the lookup
+    huge = "y" * 20_000_000 + ".flac"  # a 20 MB line
+    m3u.write_text(f"{a}\n{long_name}\n{b}\n{huge}\n")
+    csv_file = tmp_path / "lists.csv"
+    csv_file.write_text(f"playlist,path\nRoad,{a}\nRoad,{'z' * 300}.wav\nRoad,{'w' * 200_000}.ogg\nRoad,{b}\n")
+    conn = database.connect(tmp_path / "m.db")
+    summary = ingest(conn, folders=[music], m3u=[m3u], csv_files=[csv_file])
+    assert summary.sources_failed == 0, summary.errors
+    names = {v: k for k, v in database.playlist_names(conn).items()}
+    for name in ("list", "Road"):
+        assert len(database.playlist_tracks(conn, names[name], with_audio=False)) == 2
+    assert any(e.startswith(f"{m3u}:2: ") and "too long" in e for e in summary.errors), summary.errors
+    assert any(e.startswith(f"{m3u}:4: ") for e in summary.errors)
+    assert any(e.startswith(f"{csv_file}:3: ") for e in summary.errors)
+    assert any(e.startswith(f"{csv_file}:4: ") for e in summary.errors)
+    assert summary.error_count == 4 and summary.unmatched_entries == 0
+    text = summary.to_text()
+    assert len(text) < 10_000 and "yyyy" not in text  # the 20 MB line is not echoed
+    conn.close()
+    # the command prints a bounded summary too
+    assert cli_main(["ingest", "--db", str(tmp_path / "m2.db"), "--m3u", str(m3u)]) == 0
+    out = capsys.readouterr()
+    assert len(out.out) + len(out.err) < 50_000
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_d1_entry_in_an_unreadable_folder_is_an_entry_error(tmp_path):
+    music = tmp_path / "music"
+    a = _wav(music / "a.wav")
+    locked = tmp_path / "locked"
+    hidden = _wav(locked / "inner" / "c.wav")
+    locked.chmod(0o000)
+    try:
+        m3u = tmp_path / "list.m3u"
+        m3u.write_text(f"{a}\n{hidden}\n")
+        conn = database.connect(tmp_path / "m.db")
+        summary = ingest(conn, m3u=[m3u])
+        assert summary.sources_failed == 0 and summary.playlists_added == 1
+        assert any(e.startswith(f"{m3u}:2: ") for e in summary.errors) or summary.unmatched_entries == 1
+    finally:
+        locked.chmod(0o755)
+
+
+# ------------------------------------------------------------------------------------------------ D2: MPD names
+
+
+def test_d2_mpd_names_of_any_json_type_are_text_and_reingest_works(tmp_path):
+    tracks = [
+        {"pos": 0, "track_uri": "spotify:track:a", "track_name": "Song A", "artist_name": 42, "album_name": 7},
+        {"pos": 1, "track_uri": "spotify:track:b", "track_name": 1.5, "artist_name": {"x": 1}, "album_name": ["y"]},
+        {"pos": 2, "track_uri": "spotify:track:c", "track_name": "Song C", "artist_name": True, "album_name": None},
+    ]
+    slice_ = tmp_path / "mpd.slice.0-2.json"
+    slice_.write_text(json.dumps({"playlists": [
+        {"pid": 1, "name": 123, "tracks": tracks},
+        {"pid": 2, "name": "Two", "tracks": tracks[:2]},
+        {"pid": 1, "name": "Duplicate", "tracks": tracks[1:]},  # the same pid again in this file
+    ]}))
+    conn = database.connect(tmp_path / "m.db")
+    first = ingest(conn, mpd=[slice_])
+    assert first.sources_failed == 0, first.errors
+    assert [e for e in first.errors if "pid 1 again" in e] and first.error_count == 1
+    assert first.playlists_added == 2 and first.playlists_updated == 0
+    assert database.counts(conn)["playlists"] == 2 and database.counts(conn)["memberships"] == 5
+    assert sorted(r[0] for r in conn.execute("SELECT name FROM artists")) == ["42", "true", '{"x":1}']
+    assert {r[0] for r in conn.execute("SELECT typeof(name) FROM artists")} == {"text"}
+    by_uri = {t["uri"]: t for t in database.tracks(conn)}
+    assert by_uri["spotify:track:b"]["title"] == "1.5" and by_uri["spotify:track:b"]["album"] == '["y"]'
+    assert set(database.playlist_names(conn).values()) == {"123", "Two"}
+    again = ingest(conn, mpd=[slice_])  # failed forever with "UNIQUE constraint failed: artists.name"
+    assert again.sources_failed == 0, again.errors
+    assert again.playlists_unchanged == 2 and again.tracks_unchanged == 3
+    conn.close()
+
+
+def test_d2_a_failed_file_counts_nothing_as_written(tmp_path, monkeypatch):
+    from spotifai import ingest as ingest_module
+
+    slice_ = tmp_path / "mpd.slice.0-0.json"
+    slice_.write_text(json.dumps({"playlists": [
+        {"pid": 5, "name": "P", "tracks": [{"pos": 0, "track_uri": "spotify:track:z", "track_name": "Z"}]}]}))
+
+    def boom(self, path, playlists):
+        self.summary.playlists_added += 1
+        self.summary.tracks_added += 1
+        raise sqlite3.IntegrityError("UNIQUE constraint failed")
+
+    monkeypatch.setattr(ingest_module.Ingester, "_mpd_write", boom)
+    conn = database.connect(tmp_path / "m.db")
+    summary = ingest(conn, mpd=[slice_])
+    assert summary.sources_failed == 1 and summary.playlists_added == 0 and summary.tracks_added == 0
+    assert database.counts(conn)["playlists"] == 0
+    conn.close()
+
+
+# ------------------------------------------------------------------------------------ D3: popularity after kill -9
+
+_KILL_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from spotifai import database, ingest
+original = ingest.Ingester._run_source
+done = []
+
+def run_source(self, label, work):
+    ok = original(self, label, work)
+    done.append(label)
+    if len(done) == 3:  # the folder and two playlists are committed: kill -9 before the third one
+        os.kill(os.getpid(), signal.SIGKILL)
+    return ok
+
+ingest.Ingester._run_source = run_source
+conn = database.connect(sys.argv[1])
+ingest.ingest(conn, folders=[sys.argv[2]], m3u=sys.argv[3:])
+"""
+
+
+def test_d3_popularity_is_right_after_a_kill_between_playlist_commits(tmp_path):
+    music = tmp_path / "music"
+    files = [_wav(music / f"t{i}.wav", freq=300 + 40 * i) for i in range(6)]
+    lists = []
+    for n, members in enumerate([(0, 1, 2), (1, 3), (4, 5, 0)]):
+        m3u = tmp_path / f"list{n}.m3u"
+        m3u.write_text("".join(f"{files[i]}\n" for i in members))
+        lists.append(m3u)
+    db = tmp_path / "m.db"
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_SCRIPT.format(root=str(ROOT)), str(db), str(music), *map(str, lists)],
+        capture_output=True, timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    conn = database.connect(db)
+    assert database.counts(conn)["playlists"] == 2  # killed between the second and the third playlist
+    assert _popularity_matches_counts(conn)  # the killed run never recounted
+    again = ingest(conn, folders=[music], m3u=lists)
+    assert again.playlists_unchanged == 2 and again.playlists_added == 1
+    assert _popularity_matches_counts(conn) == []
+    pop = {Path(t["audio_path"]).name: t["popularity"] for t in database.tracks(conn)}
+    assert pop == {"t0.wav": 2, "t1.wav": 2, "t2.wav": 1, "t3.wav": 1, "t4.wav": 1, "t5.wav": 1}
+    assert database.get_meta(conn, "popularity_stale") is None
+    conn.close()
+
+
+# ------------------------------------------------------------------------------------ D4: terminal escapes
+
+
+def test_d4_escape_sequences_from_input_are_printed_escaped(tmp_path, capsys):
+    music = tmp_path / "music"
+    a = _wav(music / "a.wav")
+    m3u = tmp_path / "evil.m3u"
+    m3u.write_text(f"{a}\n\x1b[2J\x1b[31mred\x1b[0m.flac\n\x1b]0;owned\x07title.mp3\n#EXTINF:x\x1b[1m\n{a}\n")
+    assert cli_main(["ingest", "--db", str(tmp_path / "m.db"), "--m3u", str(m3u)]) == 0
+    out = capsys.readouterr()
+    assert "\x1b" not in out.out and "\x07" not in out.out and "\x1b" not in out.err
+    assert "\\x1b[2J\\x1b[31mred\\x1b[0m.flac" in out.out and "\\x07title.mp3" in out.out
+    assert cli_main(["ingest", "--db", str(tmp_path / "m.db"), "--m3u", str(m3u), "--json"]) == 0
+    assert "\x1b" not in capsys.readouterr().out
+
+
+def test_d4_printable_escapes_and_cuts():
+    from spotifai.printable import printable
+
+    assert printable("a\x1b[31mb\x00\u202ec\x9b") == "a\\x1b[31mb\\x00\\u202ec\\x9b"
+    assert printable("Björk – Jóga ✓ 日本") == "Björk – Jóga ✓ 日本"
+    cut = printable("\x1b" * 1000, 10)
+    assert cut.startswith("\\x1b" * 10) and cut.endswith("(990 more characters)")
+
+
+# --------------------------------------------------------------------------------- minor: dangling symlinks, headers
+
+
+def test_dangling_symlinks_are_listed_among_skipped_files(tmp_path):
+    music = tmp_path / "music"
+    _wav(music / "a.wav")
+    (music / "ghost.flac").symlink_to(music / "gone.flac")
+    conn = database.connect(tmp_path / "m.db")
+    summary = ingest(conn, folders=[music])
+    skipped = dict(summary.skipped)
+    assert "dangling" in skipped[str(music / "ghost.flac")] and summary.skipped_files == 1
+    assert summary.tracks_added == 1
+    conn.close()
+
+
+def _mp3_with_overstated_header(path: Path, seconds: float = 3.0, extra_frames: int = 30) -> tuple[Path, float]:
+    """An MP3 whose Xing header counts ``extra_frames`` MPEG frames more than the file holds (libsndfile then
+    reports more frames than decode, like some real OGG / MP3 files); returns the path and the real seconds."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), RATE, format="MP3",
+             subtype="MPEG_LAYER_III")
+    data = bytearray(path.read_bytes())
+    at = data.find(b"Xing")
+    assert at > 0 and int.from_bytes(data[at + 4 : at + 8], "big") & 1  # the frame-count field is present
+    frames = int.from_bytes(data[at + 8 : at + 12], "big")
+    data[at + 8 : at + 12] = (frames + extra_frames).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path, seconds
+
+
+def test_file_whose_header_overstates_its_length_is_used_with_its_decoded_duration(tmp_path):
+    from spotifai import audio
+
+    music = tmp_path / "music"
+    music.mkdir()
+    path, seconds = _mp3_with_overstated_header(music / "long_header.mp3")
+    with sf.SoundFile(str(path)) as f:
+        assert f.frames / f.samplerate > seconds + 0.5  # the header overstates the length
+    conn = database.connect(tmp_path / "m.db")
+    summary = ingest(conn, folders=[music])
+    assert summary.skipped_files == 0 and summary.tracks_added == 1, summary.skipped
+    assert summary.warning_count == 1 and "using the decoded length" in summary.warnings[0]
+    duration = database.tracks(conn)[0]["duration"]
+    assert duration == pytest.approx(seconds, abs=0.1)
+    assert audio.load_audio(path).numel() / audio.SAMPLE_RATE == pytest.approx(duration, abs=0.1)
+    conn.close()
+
+
+def test_file_cut_in_the_middle_is_still_rejected(tmp_path):
+    music = tmp_path / "music"
+    good = tmp_path / "good.flac"
+    t = np.arange(int(1.5 * RATE)) / RATE
+    sf.write(str(good), (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), RATE, format="FLAC")
+    music.mkdir()
+    (music / "cut.flac").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    conn = database.connect(tmp_path / "m.db")
+    summary = ingest(conn, folders=[music])
+    assert summary.skipped_files == 1 and "truncated" in summary.skipped[0][1]
+    conn.close()
