@@ -7,8 +7,9 @@ For every package: list its files (``dpkg -L``), keep music and drop sound effec
 named like ``music`` or like ``sfx``/``sounds`` decides; a few per-package patterns, read off each package's
 layout, add music that lives elsewhere), open ``.pk3`` archives (zip) and render tracker modules with
 ``openmpt123`` (a Debian tool; once through, no repeat, capped at 6 minutes, no dither: deterministic) to FLAC, keep
-tracks of at least ``min_seconds`` of decoded audio, drop byte-identical files and the second format of the same
-track. Labels: album = the soundtrack (the game), composer from the tags and from the package's own credit files
+tracks of at least ``min_seconds`` of decoded audio (as the project's ingestion measures it; a file it rejects is
+decoded to FLAC with ffmpeg first), drop byte-identical files, the second format of the same track, SuperTuxKart's
+"fast" variants and near-identical audio. None of these packages ships MIDI. Labels: album = the soundtrack (the game), composer from the tags and from the package's own credit files
 (:data:`PACKAGES` cites which file says what; unknown = empty, never guessed).
 
 Output (built in a temporary sibling folder, then renamed, so a failure never leaves a half corpus)::
