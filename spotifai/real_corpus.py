@@ -531,9 +531,9 @@ def _build_db(work: Path, final: Path, playlists: list[Path], tracks: list[Track
                          "substr(uri, ?) WHERE audio_path LIKE ? || '/%'", (new, n, new, n + 5, old))
             conn.execute("UPDATE playlists SET source_key = 'm3u:' || ? || substr(source_key, ?) "
                          "WHERE source_key LIKE 'm3u:' || ? || '/%'", (new, n + 4, old))
+            conn.execute("DELETE FROM albums WHERE id NOT IN (SELECT album_id FROM tracks WHERE album_id IS NOT NULL)")
             conn.execute("DELETE FROM artists WHERE id NOT IN (SELECT artist_id FROM tracks WHERE artist_id IS NOT NULL)"
                          " AND id NOT IN (SELECT artist_id FROM albums WHERE artist_id IS NOT NULL)")
-            conn.execute("DELETE FROM albums WHERE id NOT IN (SELECT album_id FROM tracks WHERE album_id IS NOT NULL)")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode = DELETE")
     finally:

@@ -128,6 +128,8 @@ def test_build_on_a_fake_tree(fake):
     for r in labels:
         assert os.path.isfile(r["path"]) and rows[r["path"]]["uri"] == "file:" + r["path"]
         assert rows[r["path"]]["album"] == r["album"] and (rows[r["path"]]["artist"] or "") == r["composer"]
+    assert {r[0] for r in conn.execute("SELECT name FROM artists")} == {"Ann Author", "Bo Writer", "Cy Credit"}
+    assert {r[0] for r in conn.execute("SELECT title FROM albums")} == {"Alpha Game", "Beta Game"}
     assert {r[0] for r in conn.execute("SELECT name FROM playlists")} == {
         "album: Alpha Game", "album: Beta Game", "composer: Ann Author"}
     assert all(k.startswith(f"m3u:{out.resolve()}/playlists/") for (k,) in conn.execute("SELECT source_key FROM playlists"))
