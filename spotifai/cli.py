@@ -327,16 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spotifai.printable import configure_logging, error_line
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    # What is printed from input (file names, playlist lines, config values) is escaped and cut: spotifai.printable
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO, "%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         # Bad input ends with one clear line naming the file and the problem, not a stack trace.
         logging.getLogger("spotifai").debug("failed", exc_info=True)
-        print(f"spotifai {args.command}: error: {exc}", file=sys.stderr)
+        print(error_line(f"spotifai {args.command}", exc), file=sys.stderr)
         return 2
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from spotifai import database
+from spotifai import atomic, database
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +106,14 @@ def load_embeddings(experiment_path: str | Path) -> Embeddings:
 
 def save_embeddings(experiment_path: str | Path, emb: Embeddings) -> Path:
     """Write ``emb`` to ``experiments/<name>/embeddings.npz`` atomically."""
-    path = embeddings_path(experiment_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".embeddings.", suffix=".npz.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh,
-                track_ids=np.asarray(emb.track_ids, dtype=np.int64),
-                features=np.asarray(emb.features, dtype=np.float32),
-                projections=np.asarray(emb.projections, dtype=np.float32),
-                checkpoint_id=np.array(emb.checkpoint_id),
-                step=np.array(emb.step, dtype=np.int64),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic.write_with(embeddings_path(experiment_path), lambda fh: np.savez(
+        fh,
+        track_ids=np.asarray(emb.track_ids, dtype=np.int64),
+        features=np.asarray(emb.features, dtype=np.float32),
+        projections=np.asarray(emb.projections, dtype=np.float32),
+        checkpoint_id=np.array(emb.checkpoint_id),
+        step=np.array(emb.step, dtype=np.int64),
+    ))
 
 
 # --------------------------------------------------------------------------------------------- decoding

@@ -36,15 +36,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from spotifai import database
+from spotifai import atomic, database
 
 log = logging.getLogger(__name__)
 
@@ -252,18 +250,6 @@ def bootstrap_interval(
 # ------------------------------------------------------------------------------------------- experiments
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _json_safe(obj):
     if isinstance(obj, dict):
         return {k: _json_safe(v) for k, v in obj.items()}
@@ -333,14 +319,7 @@ def _baseline_vectors(
     rf[rows_idx] = res.features
     rp[rows_idx] = res.projections
     out = {"random-features": rf, "random-projections": rp, "logmel-stats": logmel}
-    fd, tmp = tempfile.mkstemp(prefix=".baselines.", suffix=".npz.tmp", dir=experiment_path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, key=np.array(key), track_ids=track_ids, **out)
-        os.replace(tmp, cache)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_with(cache, lambda fh: np.savez(fh, key=np.array(key), track_ids=track_ids, **out))
     return out
 
 
@@ -491,6 +470,7 @@ def evaluate_experiment(
         split = database.split(
             conn, seed=data["seed"], validation_fraction=data["validation_fraction"],
             heldout_track_fraction=data["heldout_track_fraction"], min_tracks=data["min_tracks"],
+            validation_by=data["validation_by"],
         )
         playlists_of = database.track_playlists(conn)
         meta = {int(r["id"]): r for r in database.tracks(conn, emb.track_ids.tolist())}
@@ -552,7 +532,7 @@ def evaluate_experiment(
         "seconds": round(time.perf_counter() - t0, 3),
     }
     out = _json_safe(out)
-    _atomic_write_text(experiment_path / EVALUATION_FILE, json.dumps(out, indent=2) + "\n")
+    atomic.write_text(experiment_path / EVALUATION_FILE, json.dumps(out, indent=2) + "\n")
     return out
 
 

@@ -6,8 +6,6 @@ it in, then save the returned figure with :func:`save_figure`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,21 +18,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from spotifai import atomic  # noqa: E402
+
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 130) -> Path:
-    """Write ``fig`` as PNG atomically (temp file + rename) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a figure is for everyone
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write ``fig`` as PNG atomically (:mod:`spotifai.atomic`) and return the path."""
+    return atomic.write_with(path, lambda fh: fig.savefig(fh, dpi=dpi, bbox_inches="tight", format="png"))
 
 
 def dataset_overview(durations_s: Sequence[float], playlist_sizes: Sequence[int]) -> Figure:

@@ -54,3 +54,16 @@ class PrintableFormatter(logging.Formatter):
 
     def formatException(self, ei) -> str:  # noqa: N802 - logging's name
         return "\n".join(printable(line, None) for line in super().formatException(ei).split("\n"))
+
+
+def configure_logging(level: int, fmt: str) -> None:
+    """``logging.basicConfig`` for a command: records go to stderr through :class:`PrintableFormatter`."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def error_line(command: str, exc: BaseException) -> str:
+    """The one line a command prints for a failure: ``"<command>: error: <message>"``, the message printable."""
+    return f"{command}: error: {printable(exc, 2000)}"
+

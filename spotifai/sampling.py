@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,7 +53,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from spotifai import audio, database
+from spotifai import atomic, audio, database
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +97,7 @@ def build_plan(
     validation_fraction: float = 0.1,
     heldout_track_fraction: float = 0.2,
     min_tracks: int = 2,
+    validation_by: str = "playlists",
 ) -> Plan:
     """Read the playlist split from the music DB at ``database_path`` into a :class:`Plan`.
 
@@ -115,6 +114,7 @@ def build_plan(
             validation_fraction=validation_fraction,
             heldout_track_fraction=heldout_track_fraction,
             min_tracks=min_tracks,
+            validation_by=validation_by,
         )
         needed = sorted({t for members in (*sp.train.values(), *sp.validation.values()) for t in members})
         rows = database.tracks(conn, needed, with_audio=True)
@@ -237,16 +237,6 @@ class CachedPatchSource(PatchSource):
         )
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
-    def _atomic_write(self, target: Path, write) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=target.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
     def mel(self, path: str) -> np.ndarray:
         """The cached whole-track log-mel (n_mels, frames) float16 (memory-mapped), computed on a miss."""
         key = self._keys.get(path)
@@ -281,10 +271,10 @@ class CachedPatchSource(PatchSource):
                 mel = self._logmel(wav)
         except audio.AudioError as exc:
             reason = str(exc.reason).encode()
-            self._atomic_write(bad, lambda fh: fh.write(reason))
+            atomic.write_bytes(bad, reason)
             raise
         data = mel.to(torch.float16).numpy()
-        self._atomic_write(npy, lambda fh: np.save(fh, data))
+        atomic.write_with(npy, lambda fh: np.save(fh, data))
         return np.load(npy, mmap_mode="c")
 
     def patch_at(self, path: str, frame: int) -> torch.Tensor:

@@ -59,7 +59,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -68,7 +67,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from spotifai import sampling
+from spotifai import atomic, database, sampling
 from spotifai.audio import AudioConfig
 from spotifai.augment import AugmentConfig, augment_view, step_generator
 from spotifai.loss import playlist_and_track_loss
@@ -80,6 +79,13 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 CHECKPOINT_DIR = "checkpoints"
 PRECISIONS = ("bf16", "fp16", "fp32")
+# Upper bounds of the sizes a config may ask for (far above any real use; they turn a typo such as 10**12 into a
+# clear error instead of a sampler that allocates until the machine runs out of memory).
+MAX_BATCH_SIZE = 4096  # training.batch_size: patches per playlist
+MAX_BUFFER_SIZE = 4096  # training.buffer_size: playlists per step and rank
+MAX_BATCH_GIB = 16.0  # one step's float32 patches (buffer_size x batch_size x n_mels x patch_frames)
+MAX_NUM_WORKERS = 256  # data.num_workers
+MAX_VAL_BATCHES = 100_000  # progress.val_batches
 BEST_CHECKPOINT = "best"
 
 
@@ -117,6 +123,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "patch_cache": (bool,),
         "cache_dir": (str, type(None)),
         "num_workers": (int,),
+        "validation_by": (str,),
     },
     "progress": {
         "val_period": (int,),
@@ -132,6 +139,7 @@ _SECTIONS = ("model", "optimizer", "training", "data", "progress")
 # (so an old experiment still loads, resumes and embeds exactly as before).
 _LEGACY_DEFAULTS: dict[str, dict] = {
     "training": {"track_weight": 0.0, "augment": {}},
+    "data": {"validation_by": "playlists"},
     "progress": {"keep_best": False},
 }
 
@@ -164,6 +172,7 @@ def default_config(database: str | Path, **overrides) -> dict:
             "patch_cache": True,
             "cache_dir": None,
             "num_workers": 4,
+            "validation_by": "tracks",
         },
         "progress": {"val_period": 500, "val_batches": 8, "save_period": 200, "checkpoint_period": 5000,
                      "loss_window": 50, "keep_best": True},
@@ -301,6 +310,7 @@ def validate_config(config: dict, source: str = "config") -> dict:
         _check_keys(source, "key", f"{section}.", cfg[section], list(keys))
         for key, types in keys.items():
             _check_type(f"{source}: {section}.{key}", cfg[section][key], types)
+    _check_finite(source, cfg)
     # model and audio: every dataclass field required, values checked by the dataclasses
     for where, cls, d in (("model", EncoderConfig, cfg["model"]), ("data.audio", AudioConfig, cfg["data"]["audio"])):
         _check_keys(source, "key", f"{where}.", d, sorted(cls().to_dict()))
@@ -320,10 +330,14 @@ def validate_config(config: dict, source: str = "config") -> dict:
         bad("model.n_frames", f"must equal data.audio.patch_frames ({a['patch_frames']})")
     if t["steps"] < 1:
         bad("training.steps", "must be >= 1")
-    if t["batch_size"] < 2 or t["batch_size"] % 2:
-        bad("training.batch_size", "must be even and >= 2 (half of a playlist's patches per view)")
-    if t["buffer_size"] < 2:
-        bad("training.buffer_size", "must be >= 2 (playlists per step)")
+    if t["batch_size"] < 2 or t["batch_size"] % 2 or t["batch_size"] > MAX_BATCH_SIZE:
+        bad("training.batch_size", f"must be even, >= 2 and <= {MAX_BATCH_SIZE} (patches per playlist)")
+    if not 2 <= t["buffer_size"] <= MAX_BUFFER_SIZE:
+        bad("training.buffer_size", f"must be >= 2 and <= {MAX_BUFFER_SIZE} (playlists per step)")
+    gib = t["buffer_size"] * t["batch_size"] * a["n_mels"] * a["patch_frames"] * 4 / 2**30
+    if gib > MAX_BATCH_GIB:
+        bad("training.batch_size", f"a step of training.buffer_size x batch_size = {t['buffer_size'] * t['batch_size']}"
+            f" patches of {a['n_mels']} x {a['patch_frames']} would take {gib:.1f} GiB (at most {MAX_BATCH_GIB:g})")
     if t["precision"] not in PRECISIONS:
         bad("training.precision", f"must be one of {', '.join(PRECISIONS)}")
     if t["lambd"] < 0:
@@ -347,19 +361,38 @@ def validate_config(config: dict, source: str = "config") -> dict:
     for key in ("validation_fraction", "heldout_track_fraction"):
         if not 0 <= d[key] < 1:
             bad(f"data.{key}", "must be in [0, 1)")
+    if d["validation_by"] not in database.VALIDATION_RULES:
+        bad("data.validation_by", f"must be one of {', '.join(database.VALIDATION_RULES)}")
+    if d["validation_by"] == "tracks" and d["validation_fraction"] + d["heldout_track_fraction"] >= 1:
+        bad("data.validation_fraction", "plus data.heldout_track_fraction must be < 1 with validation_by 'tracks'")
     if d["min_tracks"] < 2:
         bad("data.min_tracks", "must be >= 2 (two views need two tracks)")
-    if d["num_workers"] < 0:
-        bad("data.num_workers", "must be >= 0")
+    if not 0 <= d["num_workers"] <= MAX_NUM_WORKERS:
+        bad("data.num_workers", f"must be >= 0 and <= {MAX_NUM_WORKERS}")
     if not d["database"]:
         bad("data.database", "must name the music database file")
     for key in ("val_period", "val_batches"):
         if p[key] < 0:
             bad(f"progress.{key}", "must be >= 0")
+    if p["val_batches"] > MAX_VAL_BATCHES:
+        bad("progress.val_batches", f"must be <= {MAX_VAL_BATCHES}")
     for key in ("save_period", "checkpoint_period", "loss_window"):
         if p[key] < 1:
             bad(f"progress.{key}", "must be >= 1")
     return cfg
+
+
+def _check_finite(source: str, node, where: str = "") -> None:
+    """:class:`ConfigError` naming the key of the first NaN or infinite number anywhere in the config (JSON files
+    may hold ``NaN`` / ``Infinity``, and every comparison with NaN is false, so range checks alone let it pass)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(source, value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            _check_finite(source, value, f"{where}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{source}: {where} = {node!r}: must be a finite number")
 
 
 def _get(cfg: dict, dotted: str):
@@ -398,20 +431,6 @@ def load_config(experiment_path: str | Path) -> dict:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
     return validate_config(config, str(path))
-
-
-def _atomic_write_bytes(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _portable(experiment: Path, path: str | None) -> str | None:
@@ -454,7 +473,7 @@ def create_experiment(experiment_path: str | Path, config: dict) -> dict:
         cfg = old
     else:
         check_data(experiment, cfg)  # a new experiment with impossible data is not even created
-    _atomic_write_bytes(target, (json.dumps(cfg, indent=2) + "\n").encode())
+    atomic.write_bytes(target, (json.dumps(cfg, indent=2) + "\n").encode())
     return cfg
 
 
@@ -471,6 +490,7 @@ def check_data(experiment_path: str | Path, config: dict, plan: sampling.Plan | 
         plan = sampling.build_plan(
             db, audio_cfg, seed=d["seed"], validation_fraction=d["validation_fraction"],
             heldout_track_fraction=d["heldout_track_fraction"], min_tracks=d["min_tracks"],
+            validation_by=d["validation_by"],
         )
     if not plan.tracks and plan.short_tracks:
         raise ConfigError(
@@ -482,6 +502,15 @@ def check_data(experiment_path: str | Path, config: dict, plan: sampling.Plan | 
             f"{source}: data.min_tracks = {d['min_tracks']}: {db} has {len(plan.train)} training playlist(s) with "
             f"at least {max(2, d['min_tracks'])} usable tracks; at least 2 are needed (check data.database, "
             "data.validation_fraction, data.heldout_track_fraction and data.audio.patch_frames)"
+        )
+    t = config["training"]
+    per_playlist = t["batch_size"] // 2 if t["track_weight"] > 0 else t["batch_size"]
+    usable = len({tid for members in plan.train.values() for tid in members})
+    if per_playlist > usable:
+        raise ConfigError(
+            f"{source}: training.batch_size = {t['batch_size']}: each playlist of a step gives {per_playlist} "
+            f"distinct tracks{' (batch_size / 2, cut twice)' if t['track_weight'] > 0 else ''}, but the training "
+            f"playlists of {db} hold {usable} usable tracks in all"
         )
     return plan
 
@@ -508,8 +537,8 @@ def _save_checkpoint(experiment: Path, state: dict, kept: bool) -> None:
     data = buf.getvalue()
     folder = _checkpoint_dir(experiment)
     if kept:
-        _atomic_write_bytes(folder / f"step_{state['step']:07d}.pt", data)
-    _atomic_write_bytes(folder / "latest.pt", data)
+        atomic.write_bytes(folder / f"step_{state['step']:07d}.pt", data)
+    atomic.write_bytes(folder / "latest.pt", data)
 
 
 def _save_best(experiment: Path, model: torch.nn.Module, config: dict, step: int, validation_loss: float) -> None:
@@ -517,20 +546,25 @@ def _save_best(experiment: Path, model: torch.nn.Module, config: dict, step: int
     no optimizer state: it is for inference, see :func:`load_encoder` and ``progress.keep_best``)."""
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "config": config, "step": step, "validation_loss": validation_loss}, buf)
-    _atomic_write_bytes(_checkpoint_dir(experiment) / f"{BEST_CHECKPOINT}.pt", buf.getvalue())
+    atomic.write_bytes(_checkpoint_dir(experiment) / f"{BEST_CHECKPOINT}.pt", buf.getvalue())
 
 
 def _load_state(path: Path, device: str = "cpu") -> dict:
     return torch.load(path, map_location=device, weights_only=True)
 
 
-def _newest_checkpoint(experiment: Path) -> tuple[dict, Path] | None:
-    """The readable checkpoint with the highest step (latest.pt, else kept ones), or None."""
+def _newest_checkpoint(experiment: Path, repair: bool = False) -> tuple[dict, Path] | None:
+    """The readable checkpoint with the highest step (latest.pt, else kept ones), or None.
+
+    ``repair`` (the training process that writes the experiment): when that is a kept checkpoint because
+    latest.pt is missing, unreadable or older, latest.pt is rewritten (atomically) as a copy of it, so that a
+    finished run whose latest.pt was damaged leaves a readable one behind."""
     folder = _checkpoint_dir(experiment)
     if not folder.exists():
         return None
-    for stale in folder.glob("*.tmp"):  # from a run killed while writing
-        stale.unlink(missing_ok=True)
+    if repair:
+        for stale in folder.glob("*" + atomic.TMP_SUFFIX):  # from a run killed while writing
+            stale.unlink(missing_ok=True)
     kept = sorted(folder.glob("step_*.pt"), reverse=True)  # zero-padded names: newest first
     best: tuple[dict, Path] | None = None
     for path in [folder / "latest.pt", *kept]:
@@ -551,7 +585,22 @@ def _newest_checkpoint(experiment: Path) -> tuple[dict, Path] | None:
             best = (state, path)
         if path.name.startswith("step_"):
             break
+    if repair and best is not None and best[1] != folder / "latest.pt":
+        atomic.write_bytes(folder / "latest.pt", best[1].read_bytes())
+        log.warning("%s: rewritten from %s (step %d), the newest readable checkpoint", folder / "latest.pt",
+                    best[1].name, best[0]["step"])
     return best
+
+
+def _read_checkpoint(path: Path, device: str) -> tuple[dict, bytes]:
+    """(state, file bytes) of a checkpoint; FileNotFoundError / RuntimeError naming the path."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found (train the experiment first)")
+    data = path.read_bytes()
+    try:
+        return torch.load(io.BytesIO(data), map_location=device, weights_only=True), data
+    except Exception as exc:
+        raise RuntimeError(f"{path}: unreadable checkpoint ({exc})") from exc
 
 
 def load_encoder(
@@ -562,17 +611,30 @@ def load_encoder(
     config), ``audio`` (:class:`AudioConfig`) and ``path``.
 
     ``checkpoint``: "latest", a step number, a kept checkpoint's name ("step_0000100") or a .pt path.
-    FileNotFoundError naming the path when it does not exist.
+    "latest" is the newest *readable* one: when latest.pt is missing or damaged, the newest readable kept
+    checkpoint is used, with a warning (nothing is written: the next ``spotifai train`` repairs latest.pt).
+    FileNotFoundError naming the path when it does not exist, RuntimeError when it cannot be read.
     """
     experiment = Path(experiment_path)
     path = _checkpoint_file(experiment, checkpoint)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint not found (train the experiment first)")
-    data = path.read_bytes()
     try:
-        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
-    except Exception as exc:
-        raise RuntimeError(f"{path}: unreadable checkpoint ({exc})") from exc
+        state, data = _read_checkpoint(path, device)
+    except (FileNotFoundError, RuntimeError) as exc:
+        if checkpoint != "latest":
+            raise
+        kept = sorted(_checkpoint_dir(experiment).glob("step_*.pt"), reverse=True)  # newest first
+        for older in kept:
+            try:
+                state, data = _read_checkpoint(older, device)
+            except RuntimeError as bad:
+                log.warning("%s", bad)
+                continue
+            log.warning("%s; using %s (step %d), the newest readable kept checkpoint", exc, older.name,
+                        state["step"])
+            path = older
+            break
+        else:
+            raise
     config = validate_config(state["config"], str(path))
     model = AudioEncoder(EncoderConfig.from_dict(config["model"]))
     model.load_state_dict(state["model"])
@@ -617,7 +679,7 @@ def _format_row(row: tuple) -> str:
 
 def _write_history(experiment: Path, rows: list) -> None:
     text = "step,split,loss\n" + "".join(_format_row(r) for r in rows)
-    _atomic_write_bytes(experiment / HISTORY_FILE, text.encode())
+    atomic.write_bytes(experiment / HISTORY_FILE, text.encode())
 
 
 def read_history(experiment_path: str | Path) -> list[tuple[int, str, float]]:
@@ -829,9 +891,10 @@ class _Runner:
             log.warning("step %d: non-finite loss (%s), step skipped (%d in a row)", step, value, self.nonfinite)
             (loss * 0.0).backward()  # keeps DDP's reducer in step on every rank; the grads are discarded
             if self.nonfinite >= self.config["training"]["max_nonfinite_steps"]:
+                advice = "lower optimizer.learning_rate" + (
+                    "" if self.precision == "fp32" else f" or train in fp32 (this run uses {self.precision})")
                 raise RuntimeError(
-                    f"{self.experiment}: {self.nonfinite} non-finite losses in a row at step {step}; "
-                    "lower optimizer.learning_rate or use training.precision = fp32 / bf16"
+                    f"{self.experiment}: {self.nonfinite} non-finite losses in a row at step {step}; {advice}"
                 )
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -846,7 +909,7 @@ class _Runner:
         t, p = self.config["training"], self.config["progress"]
         total = t["steps"]
         main = self.rank == 0
-        found = _newest_checkpoint(self.experiment)
+        found = _newest_checkpoint(self.experiment, repair=main)
         resumed_from = 0
         if found is not None:
             state, path = found
@@ -1069,13 +1132,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spotifai.train", description="Train or resume an experiment.")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    from spotifai.printable import configure_logging, error_line
+
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(levelname)s [rank {rank}] %(name)s: %(message)s")
+    configure_logging(logging.INFO if rank == 0 else logging.WARNING, f"%(levelname)s [rank {rank}] %(name)s: %(message)s")
     try:
         summary = run_arguments(args)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"spotifai train: error: {exc}", file=sys.stderr)
+        print(error_line("spotifai train", exc), file=sys.stderr)
         return 2
     if rank == 0:
         print(json.dumps(summary, default=str))

@@ -273,3 +273,128 @@ def test_file_cut_in_the_middle_is_still_rejected(tmp_path):
     summary = ingest(conn, folders=[music])
     assert summary.skipped_files == 1 and "truncated" in summary.skipped[0][1]
     conn.close()
+
+
+# ------------------------------------------------------------------------------------------ D5: config values
+
+
+@pytest.fixture(scope="module")
+def synth_db(tmp_path_factory):
+    from synth_playlists import make_corpus
+
+    return make_corpus(tmp_path_factory.mktemp("synth"), n_playlists=6, tracks_per_playlist=4, seconds=2.0)
+
+
+def _small_config(db, **sections) -> dict:
+    from spotifai import train
+
+    cfg = train.tiny_config(db)
+    cfg["data"]["cache_dir"] = str(Path(db).parent / "cache")
+    for section, values in sections.items():
+        cfg[section].update(values)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("optimizer.weight_decay", float("nan")),
+        ("training.lambd", float("nan")),
+        ("optimizer.grad_clip", float("nan")),
+        ("optimizer.weight_decay", float("inf")),
+        ("data.validation_fraction", float("nan")),
+        ("model.dropout", float("nan")),
+        ("data.audio.max_time_padding", float("nan")),
+        ("training.batch_size", 10**12),
+        ("training.buffer_size", 10**9),
+        ("data.num_workers", 10**6),
+        ("progress.val_batches", 10**12),
+    ],
+)
+def test_d5_nonfinite_and_oversized_config_values_are_errors_naming_file_and_key(synth_db, tmp_path, key, value):
+    from spotifai import train
+
+    cfg = _small_config(synth_db)
+    *path, last = key.split(".")
+    node = cfg
+    for part in path:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(train.ConfigError, match=key.replace(".", r"\.")):
+        train.validate_config(cfg)
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "config.json").write_text(json.dumps(cfg))  # NaN / Infinity literals, as json writes them
+    with pytest.raises(train.ConfigError) as info:
+        train.load_config(tmp_path / "exp")
+    assert "config.json" in str(info.value) and key in str(info.value)
+
+
+def test_d5_batch_size_beyond_what_the_db_can_give_is_an_error(synth_db, tmp_path):
+    from spotifai import train
+
+    cfg = _small_config(synth_db, training={"batch_size": 2048, "track_weight": 0.0})
+    with pytest.raises(train.ConfigError, match=r"training\.batch_size = 2048: .* usable tracks"):
+        train.train_model(tmp_path / "exp", config=cfg, multi_processing=False)
+    assert not (tmp_path / "exp" / "config.json").exists()
+
+
+# ------------------------------------------------------------------------------- D6: corrupt latest.pt, D9: modes
+
+
+@pytest.mark.slow
+def test_d6_corrupt_latest_falls_back_for_inference_and_is_repaired_by_train(synth_db, tmp_path, caplog):
+    from spotifai import train
+
+    exp = tmp_path / "exp"
+    cfg = _small_config(synth_db, training={"steps": 4},
+                        progress={"val_period": 2, "save_period": 2, "checkpoint_period": 2, "loss_window": 2})
+    assert train.train_model(exp, config=cfg, multi_processing=False)["steps"] == 4
+    latest, kept = exp / "checkpoints" / "latest.pt", exp / "checkpoints" / "step_0000004.pt"
+    latest.write_bytes(latest.read_bytes()[:100])  # damaged after the run finished
+    _, info = train.load_encoder(exp)  # inference: the newest readable kept checkpoint, with a warning
+    assert info["step"] == 4 and info["path"] == str(kept)
+    assert "step_0000004.pt" in caplog.text
+    assert latest.read_bytes() != kept.read_bytes()  # inference writes nothing
+    summary = train.train_model(exp, multi_processing=False)  # "resuming from step 4": repairs latest.pt
+    assert summary["steps"] == 4
+    assert latest.read_bytes() == kept.read_bytes()
+    assert train.load_encoder(exp)[1]["path"] == str(latest)
+
+
+def test_d9_experiment_outputs_follow_the_umask(synth_db, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from spotifai import atomic, embed, plots, sampling, train
+    from spotifai.audio import AudioConfig
+
+    old = os.umask(0o022)
+    try:
+        exp = tmp_path / "exp"
+        cfg = train.create_experiment(exp, _small_config(synth_db, data={"cache_dir": str(tmp_path / "cache")}))
+        train._write_history(exp, [(1, "train", 1.0)])
+        train._save_checkpoint(exp, {"step": 3, "config": cfg}, kept=True)
+        emb = embed.Embeddings(track_ids=np.arange(3), features=np.zeros((3, 4)), projections=np.zeros((3, 2)),
+                               checkpoint_id="x", step=3)
+        embed.save_embeddings(exp, emb)
+        atomic.write_text(exp / "evaluation.json", "{}\n")  # what evaluate.evaluate_experiment writes with
+        source = sampling.CachedPatchSource(AudioConfig(n_mels=32, patch_frames=64), tmp_path / "cache")
+        conn = database.connect(synth_db, readonly=True)
+        source.mel(database.tracks(conn)[0]["audio_path"])
+        conn.close()
+        (tmp_path / "bad.wav").write_bytes(b"RIFF garbage")
+        with pytest.raises(Exception):  # noqa: B017 - an AudioError; its .bad marker is what is checked
+            source.mel(str(tmp_path / "bad.wav"))
+        fig = plt.figure()
+        plots.save_figure(fig, tmp_path / "figures" / "f.png")
+        plt.close(fig)
+        files = [exp / "config.json", exp / "history.csv", exp / "checkpoints" / "latest.pt",
+                 exp / "checkpoints" / "step_0000003.pt", exp / "embeddings.npz", exp / "evaluation.json",
+                 *(tmp_path / "cache").iterdir(), tmp_path / "figures" / "f.png"]
+        assert any(f.suffix == ".npy" for f in files) and any(f.suffix == ".bad" for f in files)
+        modes = {f.name: oct(f.stat().st_mode & 0o777) for f in files}
+        assert set(modes.values()) == {"0o644"}, modes
+        os.umask(0o077)
+        atomic.write_text(exp / "private.txt", "x")
+        assert (exp / "private.txt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from spotifai import database
+from spotifai import atomic, database
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,6 @@ def capture(
     write a PNG to ``out`` (atomically). Returns the path."""
     from playwright.sync_api import expect, sync_playwright
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
     with sync_playwright() as p:
         browser = launch_chromium(p, executable_path)
         try:
@@ -130,11 +127,10 @@ def capture(
             page.wait_for_selector("#similar li")
             expect(page.locator("#similar-status")).to_have_text("")
             page.evaluate("document.activeElement && document.activeElement.blur()")
-            page.screenshot(path=str(tmp), full_page=False)
+            png = page.screenshot(full_page=False)
         finally:
             browser.close()
-    tmp.replace(out)
-    return out
+    return atomic.write_bytes(out, png)
 
 
 def screenshot(
