@@ -80,6 +80,11 @@ def _add_serve(sub) -> None:
     p.add_argument("--space", choices=["projections", "features"], default="projections")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--allowed-host", action="append", default=[], metavar="NAME",
+        help="also answer requests for this host name (default: localhost, 127.0.0.1, [::1] and --host); "
+        "repeatable; '*' answers any (then a DNS-rebinding page can read the API)",
+    )
 
     def run(args) -> int:
         from spotifai.app import serve
@@ -93,6 +98,7 @@ def _add_serve(sub) -> None:
             chroma_host=args.chroma_host,
             chroma_port=args.chroma_port if args.chroma_host else None,
             space=args.space,
+            allowed_hosts=args.allowed_host,
         )
         return 0
 

@@ -1,10 +1,17 @@
 """ChromaDB collections of track vectors: build, upsert, query, recommend.
 
-Two collections per experiment, ``<prefix>-features`` and ``<prefix>-projections`` (prefix = ``spotifai-``
-+ the experiment folder's name by default), cosine space, ids = ``str(track_id)``, metadata = title,
+Two collections per experiment, ``<prefix>-features`` and ``<prefix>-projections``, cosine space, ids = ``str(track_id)``, metadata = title,
 artist, album, duration and genre where known (Chroma rejects ``None`` values, so unknown fields are left
 out). Embeddings are always passed explicitly and ``embedding_function=None``: Chroma's default embedding
 function downloads a model, which must never happen here.
+
+The prefix is stored in the experiment (``EXP/index.json``, written by the first build: ``spotifai-<folder
+name>-<8 random hex digits>``), so renaming or copying the experiment folder keeps its index; a copy shares
+the prefix, and so, on a shared Chroma server, the collections. Indexes built before that file existed were
+named ``spotifai-<folder name>``: they are still found under that name (and the next build records it), and an
+experiment's own ``chroma`` folder holding exactly one spotifai collection pair is found whatever its name.
+Reading (:func:`open_index` with ``create=False``, used by ``spotifai recommend`` and the web demo) never
+creates a file or folder: a missing experiment or index is a FileNotFoundError naming it.
 
 Client: an embedded :class:`chromadb.PersistentClient` at ``experiments/<name>/chroma/`` by default, or a
 :class:`chromadb.HttpClient` against a Chroma server (``chroma run --path DIR --host H --port P``) when a host
@@ -49,9 +56,11 @@ no-op. A different checkpoint (or ``rebuild=True``) recreates the collections.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from spotifai import database
+from spotifai import atomic, database
 
 if TYPE_CHECKING:  # spotifai.embed imports torch: only the functions that need it import it at run time
     from spotifai.embed import Embeddings
@@ -72,6 +81,7 @@ DEFAULT_HNSW: dict[str, Any] = {"space": "cosine", "ef_search": 200, "ef_constru
 _FIXED_HNSW_KEYS = ("space", "ef_construction", "max_neighbors")
 _MUTABLE_HNSW_KEYS = ("ef_search", "num_threads", "batch_size", "sync_threshold", "resize_factor")
 _METADATA_FIELDS = ("title", "artist", "album", "duration", "genre")
+INDEX_FILE = "index.json"  # in the experiment folder: {"collection_prefix": ...}
 
 
 def _collection_prefix(name: str) -> str:
@@ -96,7 +106,8 @@ class TrackIndex:
 
     ``path``: folder of an embedded PersistentClient; or ``host`` (+ ``port``, default 8000) of a Chroma
     server. ``collection_prefix``: collections are named ``<prefix>-features`` / ``<prefix>-projections``.
-    ``hnsw``: overrides of :data:`DEFAULT_HNSW` (keys of chromadb's HNSW configuration).
+    ``hnsw``: overrides of :data:`DEFAULT_HNSW` (keys of chromadb's HNSW configuration). ``create=False``: an
+    embedded index must exist already (FileNotFoundError otherwise; nothing is created).
     """
 
     def __init__(
@@ -108,6 +119,7 @@ class TrackIndex:
         collection_prefix: str = "spotifai-default",
         hnsw: dict[str, Any] | None = None,
         ssl: bool = False,
+        create: bool = True,
     ) -> None:
         import chromadb
         from chromadb.config import Settings
@@ -121,7 +133,10 @@ class TrackIndex:
         self._handles: dict[str, Any] = {}  # space -> chromadb Collection, looked up once
         settings = Settings(anonymized_telemetry=False)
         if self.path is not None:
-            self.path.mkdir(parents=True, exist_ok=True)
+            if create:
+                self.path.mkdir(parents=True, exist_ok=True)
+            elif not (self.path / "chroma.sqlite3").is_file():
+                raise FileNotFoundError(f"{self.path}: no ChromaDB index here (build it with `spotifai index`)")
             self.client = chromadb.PersistentClient(path=str(self.path), settings=settings)
         else:
             try:
@@ -177,6 +192,11 @@ class TrackIndex:
         )
         self._handles[space] = col
         return col
+
+    def prefixes(self) -> set[str]:
+        """Prefixes of the spotifai collections in this Chroma instance (names ``<prefix>-<space>``)."""
+        names = [getattr(c, "name", c) for c in self.client.list_collections()]
+        return {n.rsplit("-", 1)[0] for n in names if n.startswith("spotifai-") and n.rsplit("-", 1)[-1] in SPACES}
 
     def is_complete(self, space: str = "projections") -> bool:
         col = self._get(space, refresh=True)
@@ -398,14 +418,59 @@ def open_index(
     host: str | None = None,
     port: int | None = None,
     hnsw: dict[str, Any] | None = None,
+    create: bool = True,
 ) -> TrackIndex:
     """The TrackIndex of an experiment: embedded at ``path`` (default ``experiments/<name>/chroma``) or on the
-    Chroma server ``host:port``; collections prefixed with the experiment's name."""
+    Chroma server ``host:port``; collections named by the experiment's stored prefix (see the module docstring).
+
+    ``create=False`` (reading: recommendations, the web demo) creates nothing: FileNotFoundError naming the
+    experiment folder or the index folder when it is missing. ``create=True`` (building) records the prefix in
+    ``EXP/index.json`` if it is not there yet."""
     experiment_path = Path(experiment_path)
-    prefix = _collection_prefix(experiment_path.resolve().name)
+    if not create and not experiment_path.is_dir():
+        raise FileNotFoundError(f"{experiment_path}: no such experiment folder")
+    own = not host and not path
     if host:
-        return TrackIndex(host=host, port=port, collection_prefix=prefix, hnsw=hnsw)
-    return TrackIndex(path=Path(path) if path else experiment_path / "chroma", collection_prefix=prefix, hnsw=hnsw)
+        index = TrackIndex(host=host, port=port, hnsw=hnsw)
+    else:
+        index = TrackIndex(path=Path(path) if path else experiment_path / "chroma", hnsw=hnsw, create=create)
+    index.collection_prefix = _experiment_prefix(experiment_path, index, create=create, own_folder=own)
+    return index
+
+
+def _experiment_prefix(experiment: Path, index: TrackIndex, *, create: bool, own_folder: bool) -> str:
+    """The collection prefix of ``experiment``: the stored one, else an existing index's (the old folder-name
+    prefix; in the experiment's own chroma folder, its only spotifai collection pair), else a new one. Stored in
+    ``EXP/index.json`` when ``create``."""
+    stored = _stored_prefix(experiment)
+    if stored is not None:
+        return stored
+    legacy = _collection_prefix(experiment.resolve().name)
+    present = index.prefixes()
+    if legacy in present:
+        prefix = legacy
+    elif own_folder and len(present) == 1:
+        prefix = next(iter(present))
+    elif create:
+        prefix = f"{legacy}-{uuid.uuid4().hex[:8]}"[:400]
+    else:
+        return legacy  # nothing to find: the missing-collection error names the experiment's old-style name
+    if create:
+        atomic.write_text(experiment / INDEX_FILE, json.dumps({"collection_prefix": prefix}) + "\n")
+    return prefix
+
+
+def _stored_prefix(experiment: Path) -> str | None:
+    try:
+        data = json.loads((experiment / INDEX_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{experiment / INDEX_FILE}: not a valid index file ({exc})") from exc
+    prefix = data.get("collection_prefix") if isinstance(data, dict) else None
+    if not isinstance(prefix, str) or _collection_prefix(prefix.removeprefix("spotifai-")) != prefix:
+        raise ValueError(f"{experiment / INDEX_FILE}: collection_prefix must be a valid collection name prefix")
+    return prefix
 
 
 def _experiment_config(experiment_path: Path) -> dict:
@@ -454,5 +519,10 @@ def recommend(
     host: str | None = None,
     port: int | None = None,
 ) -> list[dict]:
-    """:meth:`TrackIndex.recommend` on the experiment's index (no model is loaded)."""
-    return open_index(experiment_path, path=path, host=host, port=port).recommend(track_id, k=k, space=space)
+    """:meth:`TrackIndex.recommend` on the experiment's index (no model is loaded; nothing is written)."""
+    index = open_index(experiment_path, path=path, host=host, port=port, create=False)
+    index.collection(space)  # FileNotFoundError naming it when it was never built
+    if not index.is_complete(space):
+        log.warning("%s: the index build did not finish (re-run `spotifai index`): answers come from part of it",
+                    index.collection_name(space))
+    return index.recommend(track_id, k=k, space=space)

@@ -19,6 +19,9 @@ except ImportError:
 
 
 
+LOCAL = "http://localhost"  # the server answers allowed Host names only (TestClient's default is "testserver")
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("app_api")
@@ -36,7 +39,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(corpus):
     app = create_app(corpus.db_path, corpus.experiment)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as c:
         yield c
 
 
@@ -218,7 +221,7 @@ def test_similar_without_vector_is_404(client, corpus):
 
 def test_missing_index_gives_503_but_search_works(corpus, tmp_path):
     app = create_app(corpus.db_path, tmp_path / "no-such-experiment")
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as c:
         assert c.get("/api/search", params={"q": "harbor"}).json()["results"]
         _is_json_error(c.get(f"/api/tracks/{corpus.ids['Harbor Morning']}/similar"), 503)
         assert c.get("/api/health").json()["index"].startswith("error")
@@ -236,7 +239,7 @@ def test_index_still_opening_gives_503_with_retry_after(corpus, monkeypatch):
         release.wait(10)
         return BruteForceNeighbours(corpus.vectors)
 
-    with TestClient(create_app(corpus.db_path, neighbours=slow_open)) as c:
+    with TestClient(create_app(corpus.db_path, neighbours=slow_open), base_url=LOCAL) as c:
         url = f"/api/tracks/{corpus.ids['Harbor Morning']}/similar"
         res = c.get(url)
         _is_json_error(res, 503)
@@ -254,7 +257,7 @@ def test_internal_errors_are_json_without_traceback(corpus):
         def similar(self, track_id, k):
             raise RuntimeError("secret internals /home/user")
 
-    with TestClient(create_app(corpus.db_path, neighbours=Broken()), raise_server_exceptions=False) as c:
+    with TestClient(create_app(corpus.db_path, neighbours=Broken()), base_url=LOCAL, raise_server_exceptions=False) as c:
         res = c.get(f"/api/tracks/{corpus.ids['Harbor Morning']}/similar")
         _is_json_error(res, 500)
         assert "secret" not in res.text
@@ -267,7 +270,7 @@ def test_missing_database_fails_at_once_naming_it(tmp_path):
 
 def test_startup_is_fast(corpus):
     start = time.perf_counter()
-    with TestClient(create_app(corpus.db_path, corpus.experiment)) as c:
+    with TestClient(create_app(corpus.db_path, corpus.experiment), base_url=LOCAL) as c:
         assert c.get("/api/search", params={"q": "harbor"}).status_code == 200
         assert c.get(f"/api/tracks/{corpus.ids['Harbor Morning']}/similar").status_code == 200
     assert time.perf_counter() - start < 3.0
@@ -327,5 +330,5 @@ def test_audio_file_deleted_after_ingest_is_404(corpus, tmp_path):
             conn, uri="test:gone", title="Gone", audio_path=str(tmp_path / "gone.wav"), duration=1.0
         )
     conn.close()
-    with TestClient(create_app(corpus.db_path, neighbours=BruteForceNeighbours(corpus.vectors))) as c:
+    with TestClient(create_app(corpus.db_path, neighbours=BruteForceNeighbours(corpus.vectors)), base_url=LOCAL) as c:
         _is_json_error(c.get(f"/api/tracks/{tid}/audio"), 404)

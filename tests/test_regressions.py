@@ -398,3 +398,136 @@ def test_d9_experiment_outputs_follow_the_umask(synth_db, tmp_path):
         assert (exp / "private.txt").stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+# ------------------------------------------------------------------------- D7: read-only commands create nothing
+
+
+def _indexed_experiment(root: Path, name: str = "exp") -> tuple[Path, list[int]]:
+    from spotifai import index
+
+    experiment = root / name
+    experiment.mkdir(parents=True)
+    ids = list(range(1, 21))
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(ids), 8)).astype(np.float32)
+    index.open_index(experiment).build_space("projections", np.array(ids), vectors, [{"track_id": i} for i in ids],
+                                             checkpoint_id="t", progress=False)
+    return experiment, ids
+
+
+def test_d7_recommend_on_a_missing_experiment_creates_nothing(tmp_path, capsys):
+    missing = tmp_path / "experiments" / "dmeo"  # misspelled
+    assert cli_main(["recommend", str(missing), "1"]) == 2
+    assert "no such experiment folder" in capsys.readouterr().err
+    assert not missing.exists() and not (tmp_path / "experiments").exists()
+    bare = tmp_path / "bare"  # an experiment folder without an index
+    bare.mkdir()
+    assert cli_main(["recommend", str(bare), "1"]) == 2
+    assert "no ChromaDB index" in capsys.readouterr().err
+    assert list(bare.iterdir()) == []
+
+
+def test_d7_search_on_a_missing_database_creates_nothing(tmp_path, capsys):
+    assert cli_main(["search", "--db", str(tmp_path / "nowhere" / "music.db"), "x"]) == 2
+    assert not (tmp_path / "nowhere").exists()
+
+
+# --------------------------------------------------------------- minor: the index survives renaming and copying
+
+
+def test_index_is_found_after_renaming_or_copying_the_experiment(tmp_path):
+    import shutil
+
+    from spotifai import index
+
+    experiment, ids = _indexed_experiment(tmp_path)
+    want = [r["track_id"] for r in index.recommend(experiment, ids[0], k=5)]
+    renamed = tmp_path / "renamed"
+    experiment.rename(renamed)
+    assert [r["track_id"] for r in index.recommend(renamed, ids[0], k=5)] == want
+    copy = tmp_path / "copy"
+    shutil.copytree(renamed, copy)
+    assert [r["track_id"] for r in index.recommend(copy, ids[0], k=5)] == want
+    assert [r["track_id"] for r in index.recommend(renamed, ids[0], k=5)] == want
+
+
+def test_index_built_before_prefixes_were_stored_is_still_found(tmp_path):
+    from spotifai import index
+
+    experiment = tmp_path / "old-exp"
+    experiment.mkdir()
+    ids = list(range(1, 11))
+    vectors = np.random.default_rng(1).normal(size=(10, 4)).astype(np.float32)
+    # the old naming: spotifai-<folder name>, no index.json
+    index.TrackIndex(experiment / "chroma", collection_prefix="spotifai-old-exp").build_space(
+        "projections", np.array(ids), vectors, [{"track_id": i} for i in ids], checkpoint_id="t", progress=False)
+    want = [r["track_id"] for r in index.recommend(experiment, 1, k=3)]
+    assert not (experiment / index.INDEX_FILE).exists()  # reading wrote nothing
+    renamed = tmp_path / "renamed-old"
+    experiment.rename(renamed)
+    assert [r["track_id"] for r in index.recommend(renamed, 1, k=3)] == want  # its only collection pair
+
+
+# ------------------------------------------------------------------------ D10: read-only folder, WAL database
+
+
+def _read_as_other_user(db: Path) -> tuple[int, str]:
+    """Open ``db`` read-only and search it in a forked child that cannot write to its folder (as root: as the user
+    nobody, for whom the folder is read-only); returns (exit status, output)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here on
+        status = 1
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            from spotifai.search import search
+
+            conn = database.connect(db, readonly=True)
+            rows = search(conn, "song", limit=5)
+            message = f"{len(rows)} {database.counts(conn)['tracks']}"
+            status = 0
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            message = f"{type(exc).__name__}: {exc}"
+        os.write(write, message.encode())
+        os._exit(status)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode()
+
+
+def test_d10_wal_database_in_a_read_only_folder_can_be_searched(tmp_path):
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="spotifai-ro-", dir="/tmp"))  # reachable for the user nobody
+    try:
+        base.chmod(0o755)
+        folder = base / "library"
+        folder.mkdir()
+        db = folder / "music.db"
+        conn = database.connect(db)
+        with conn:
+            for i in range(5):
+                database.upsert_track(conn, uri=f"t:{i}", title=f"Song {i}", artist="Band")
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+        assert not (folder / "music.db-shm").exists()  # the last connection removed the side files
+        db.chmod(0o644)
+        folder.chmod(0o555)
+        code, out = _read_as_other_user(db)
+        assert code == 0, out
+        assert out == "5 5"
+        assert sorted(p.name for p in folder.iterdir()) == ["music.db"]
+    finally:
+        folder.chmod(0o755)
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)

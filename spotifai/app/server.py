@@ -10,10 +10,19 @@ API (every error is a JSON object ``{"detail": ...}``, never a stack trace):
 * ``GET /api/tracks/{id}/similar?k=10`` -> ``{track_id, k, results: [{id, title, artist, album, similarity}]}``,
   nearest stored vectors in the index (cosine similarity, the track itself excluded), ``k`` in 1..:data:`MAX_K`.
   404 when the track is unknown or has no vector; 503 with ``Retry-After`` while the index is still
-  opening, 503 without it when the index could not be opened.
-* ``GET /api/tracks/{id}/audio`` -> the track's audio file, located through the DB by id only; HTTP Range
-  requests (206 / 416) are handled by Starlette's ``FileResponse``.
+  opening, 503 without it when the index could not be opened or its build never finished (an interrupted
+  ``spotifai index``): the reason is given, without server paths (those go to the server log).
+* ``GET /api/tracks/{id}/audio`` -> the track's audio file, located through the DB by id only and served only
+  when its real path (symbolic links resolved) lies where ingestion found audio (``library_roots`` of the DB;
+  a DB that records none: the folder of the stored path, resolved); 404 otherwise. HTTP Range requests
+  (206 / 416) are handled by Starlette's ``FileResponse``; a malformed or unsatisfiable Range gets the JSON
+  error (400 / 416 with ``Content-Range``).
 * ``GET /api/health`` -> ``{status, index}``; ``index`` is ``loading``, ``ready`` or ``error: ...``.
+
+Only requests whose ``Host`` header names an allowed host are answered (400 otherwise): ``localhost``,
+``127.0.0.1`` and ``[::1]`` by default, plus the address the server listens on and the names given with
+``spotifai serve --allowed-host NAME`` (``*``: any). A DNS-rebinding page, whose requests carry its own host
+name, thus cannot read the API or the audio from a user's browser.
 
 Start-up is fast: the DB is opened read-only (one connection per worker thread) and the ChromaDB client
 is opened in a background thread, so the server answers search requests while the index loads.
@@ -38,6 +47,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spotifai import database
+from spotifai.printable import printable
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,8 @@ MAX_LIMIT = 50
 MAX_OFFSET = 10_000
 MAX_K = 50
 INDEX_WAIT_S = 5.0  # how long a /similar request waits for an index that is still opening (then 503)
+#: Host names answered by default (the ``Host`` header without its port).
+DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 #: Media types by file suffix (lower case). Anything else is served as application/octet-stream.
 AUDIO_MEDIA_TYPES = {
@@ -89,6 +101,10 @@ class Neighbours(Protocol):
     def similar(self, track_id: int, k: int) -> list[tuple[int, float]]: ...
 
 
+class IndexUnavailable(RuntimeError):
+    """The index cannot be served; ``str()`` is a reason fit for clients (no server paths)."""
+
+
 class IndexNeighbours:
     """Nearest neighbours from the experiment's :mod:`spotifai.index` collections (stored vectors only: no
     model is loaded).
@@ -99,7 +115,9 @@ class IndexNeighbours:
     :meth:`similar` is :meth:`spotifai.index.TrackIndex.recommend` with ``metadata=False`` (metadata comes
     from the music DB, so only ids and distances are read) on one :class:`~spotifai.index.TrackIndex`, which
     keeps its collection handles and does not call ``count()`` per query. Opening also runs one query, so the
-    HNSW graph is in memory before the index reports ready. Opening the index does not import torch.
+    HNSW graph is in memory before the index reports ready. Opening the index does not import torch and
+    creates nothing. :class:`IndexUnavailable` (a reason without paths; details in the log) when the index is
+    missing or its build never finished.
     """
 
     def __init__(
@@ -114,12 +132,20 @@ class IndexNeighbours:
         from spotifai import index as index_module
 
         self.space = space
-        if host is None:
-            folder = Path(index_path) if index_path is not None else Path(experiment) / "chroma"
-            if not folder.is_dir():  # TrackIndex would create an empty one
-                raise FileNotFoundError(f"{folder}: no ChromaDB index here (build it with `spotifai index`)")
-        self._index = index_module.open_index(experiment, path=index_path, host=host, port=port)
-        collection = self._index.collection(space)  # FileNotFoundError naming it when never built
+        try:
+            self._index = index_module.open_index(experiment, path=index_path, host=host, port=port, create=False)
+            collection = self._index.collection(space)  # FileNotFoundError naming it when never built
+        except FileNotFoundError as exc:
+            log.error("no index: %s", exc)
+            raise IndexUnavailable(f"no {space} index for this experiment (build it with `spotifai index`)") from exc
+        meta = collection.metadata or {}
+        if not meta.get("complete"):
+            count = collection.count()
+            log.error("%s: the index build did not finish (%d vectors, complete=false)", collection.name, count)
+            raise IndexUnavailable(
+                f"the {space} index is incomplete: its build was interrupted after {count} vectors"
+                " (run `spotifai index` again to finish it)"
+            )
         first = collection.get(limit=1, include=["embeddings"])
         if len(first["ids"]):
             self._index.query(np.asarray(first["embeddings"], dtype=np.float32), 1, space, metadata=False)
@@ -186,7 +212,9 @@ class _State:
             log.info("index ready in %.2f s", time.perf_counter() - start)
         except Exception as exc:  # reported by /api/health and /similar, not fatal for search
             log.error("could not open the index: %s", exc)
-            self.index_status = f"error: {exc}"
+            reason = str(exc) if isinstance(exc, IndexUnavailable) else (
+                f"the index could not be opened ({type(exc).__name__}; see the server log)")
+            self.index_status = f"error: {reason}"
         finally:
             self.index_ready.set()
 
@@ -222,6 +250,7 @@ def create_app(
     chroma_port: int | None = None,
     space: str = "projections",
     neighbours: Neighbours | Callable[[], Neighbours] | None = None,
+    allowed_hosts: tuple[str, ...] | list[str] | None = None,
 ) -> FastAPI:
     """Build the demo app.
 
@@ -229,7 +258,8 @@ def create_app(
     is missing or unusable). The index: the ``experiment``'s (it names the collections), in ``EXP/chroma``,
     or in the folder ``index_path``, or on a Chroma server at ``chroma_host``/``chroma_port``; ``space`` is ``"projections"`` or
     ``"features"``. ``neighbours`` replaces all of these with a ready backend (or a zero-argument factory),
-    for tests. The index is opened in a background thread when the app starts.
+    for tests. The index is opened in a background thread when the app starts. ``allowed_hosts``: the host
+    names answered (default :data:`DEFAULT_ALLOWED_HOSTS`; ``"*"`` in it: any).
     """
     db_path = Path(database_path)
     database.connect(db_path, readonly=True).close()  # fail fast, naming the file
@@ -366,25 +396,97 @@ def create_app(
         return {"track_id": tid, "k": k, "results": results}
 
     @app.api_route("/api/tracks/{track_id}/audio", methods=["GET", "HEAD"])
-    def track_audio(track_id: str) -> Response:
-        row = database.track(state.conn(), _parse_id(track_id))
+    def track_audio(track_id: str, request: Request) -> Response:
+        conn = state.conn()
+        row = database.track(conn, _parse_id(track_id))
         if row is None:
             raise HTTPException(status_code=404, detail="track not found")
-        audio_path = row.get("audio_path")
-        if not audio_path or not Path(audio_path).is_file():
+        path = servable_audio(conn, row.get("audio_path"))
+        if path is None:
             raise HTTPException(status_code=404, detail="no audio for this track")
-        path = Path(audio_path)
-        media_type = AUDIO_MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        _check_range(request, path.stat().st_size)
+        media_type = AUDIO_MEDIA_TYPES.get(Path(row["audio_path"]).suffix.lower(), "application/octet-stream")
         return FileResponse(path, media_type=media_type, headers={"cache-control": "private, max-age=3600"})
 
     @app.api_route("/api/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
     def api_not_found(rest: str) -> Response:
         raise HTTPException(status_code=404, detail="not found")
 
-    # ---------------------------------------------------------------------- security headers (pure ASGI)
+    # ------------------------------------------------------------- Host check, security headers (pure ASGI)
 
-    app.add_middleware(_HeadersMiddleware)
+    app.add_middleware(_HostMiddleware, allowed=allowed_hosts)
+    app.add_middleware(_HeadersMiddleware)  # added last = outermost: its headers go on every response
     return app
+
+
+def servable_audio(conn: sqlite3.Connection, stored: str | None) -> Path | None:
+    """The real file to serve for a track's stored audio path, or None: the path with every symbolic link
+    resolved must be a regular file at or below a location ingestion recorded (:func:`database.audio_locations`);
+    for a DB that records none (written before they were recorded, or not by ``spotifai ingest``), below the
+    resolved folder of the stored path. So a link in the library retargeted after ingestion (to /etc/passwd, to
+    another user's files) is never followed out of the library."""
+    if not stored:
+        return None
+    try:
+        real = Path(stored).resolve(strict=True)
+        if not real.is_file():
+            return None
+        allowed = database.audio_locations(conn, real)
+        if allowed is None:
+            return real if real.is_relative_to(Path(stored).parent.resolve()) else None
+    except (OSError, RuntimeError):  # missing, unreadable, a symbolic link loop
+        return None
+    return real if allowed else None
+
+
+def _check_range(request: Request, size: int) -> None:
+    """The JSON error (400 / 416) for a Range header that Starlette's FileResponse would refuse with a plain-text
+    body; a valid one (or none, or one an If-Range makes ignored) passes."""
+    header = request.headers.get("range")
+    parse = getattr(FileResponse, "_parse_range_header", None)
+    if header is None or "if-range" in request.headers or parse is None:
+        return
+    from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+
+    try:
+        parse(header, size)
+    except MalformedRangeHeader as exc:
+        raise HTTPException(status_code=400, detail=f"invalid Range header: {exc.content}") from None
+    except RangeNotSatisfiable:
+        raise HTTPException(status_code=416, detail="requested range not satisfiable",
+                            headers={"content-range": f"bytes */{size}"}) from None
+
+
+def _host_name(header: str) -> str:
+    """The host part of a Host header, lower case, without port and trailing dot ('[::1]' keeps its brackets)."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[: host.find("]") + 1] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+class _HostMiddleware:
+    """Answers only requests whose Host header names an allowed host (400 JSON otherwise). Pure ASGI."""
+
+    def __init__(self, app, allowed: tuple[str, ...] | None = None) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+        names = DEFAULT_ALLOWED_HOSTS if allowed is None else allowed
+        self.any = "*" in names
+        self.allowed = {_host_name(h) for h in names if h != "*"}
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "http" and not self.any:
+            raw = next((v for k, v in scope.get("headers", []) if k == b"host"), None)
+            host = _host_name(raw.decode("latin-1")) if raw is not None else ""
+            if host not in self.allowed:
+                detail = (f"host {printable(host, 100)!r} is not served here (allowed: {', '.join(sorted(self.allowed))};"
+                          " add names with `spotifai serve --allowed-host NAME`)")
+                response = JSONResponse({"detail": detail}, status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _HeadersMiddleware:
@@ -418,11 +520,14 @@ def serve(
     chroma_port: int | None = None,
     space: str = "projections",
     log_level: str = "info",
+    allowed_hosts: tuple[str, ...] | list[str] = (),
 ) -> None:
-    """Run the demo with uvicorn until interrupted (see :func:`create_app` for the arguments)."""
+    """Run the demo with uvicorn until interrupted (see :func:`create_app` for the arguments). Answered hosts:
+    :data:`DEFAULT_ALLOWED_HOSTS`, ``host`` itself unless it is a wildcard address, and ``allowed_hosts``."""
     import uvicorn
 
     start = time.perf_counter()
+    extra = [host] if host not in ("", "0.0.0.0", "::") else []
     app = create_app(
         database_path,
         experiment,
@@ -430,6 +535,7 @@ def serve(
         chroma_host=chroma_host,
         chroma_port=chroma_port,
         space=space,
+        allowed_hosts=(*DEFAULT_ALLOWED_HOSTS, *(f"[{h}]" if ":" in h else h for h in extra), *allowed_hosts),
     )
     log.info("app built in %.2f s; open http://%s:%d/", time.perf_counter() - start, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
