@@ -262,6 +262,19 @@ def test_file_whose_header_overstates_its_length_is_used_with_its_decoded_durati
     conn.close()
 
 
+def test_long_file_with_overstated_header_decodes_whole(tmp_path, monkeypatch):
+    """Whole-file reads split into parallel windows by the header's length: a window past the real end must
+    not fail the file (embedding and the patch cache read files whole)."""
+    from spotifai import audio
+
+    monkeypatch.setattr(audio, "PARALLEL_DECODE_MIN_SECONDS", 1.0)
+    monkeypatch.setattr(audio, "DECODE_THREADS", 4)
+    path, seconds = _mp3_with_overstated_header(tmp_path / "over.mp3", seconds=3.0, extra_frames=60)
+    with sf.SoundFile(str(path)) as f:
+        assert f.frames / f.samplerate > seconds + 2  # four 1.3 s windows: the last starts past the real end
+    assert audio.load_audio(path).numel() / audio.SAMPLE_RATE == pytest.approx(seconds, abs=0.1)
+
+
 def test_file_cut_in_the_middle_is_still_rejected(tmp_path):
     music = tmp_path / "music"
     good = tmp_path / "good.flac"
