@@ -185,23 +185,22 @@ def upsert_playlist(conn: sqlite3.Connection, source_key: str, name: str, track_
 
 
 def add_library_location(conn: sqlite3.Connection, location: str | Path) -> None:
-    """Record a folder (or a single file) that audio was ingested from, resolved: the web demo serves audio only
-    from real paths at or below these locations (see :func:`audio_locations`)."""
+    """Record a folder (or a single file) that audio was ingested from, resolved: the web demo serves the audio
+    of such tracks only from real paths at or below these locations (see :func:`audio_locations`)."""
     conn.execute("INSERT OR IGNORE INTO library_roots(path) VALUES (?)", (str(Path(location).resolve()),))
 
 
-def audio_locations(conn: sqlite3.Connection, real_path: str | Path) -> list[str] | None:
-    """The recorded library locations that contain ``real_path`` (itself or a folder above it); None when the
-    DB records no locations at all (a DB written before they were recorded, or not by ingestion)."""
-    real = Path(real_path)
-    candidates = [str(real), *(str(p) for p in real.parents)]
+def audio_locations(conn: sqlite3.Connection, path: str | Path) -> list[str]:
+    """The recorded library locations that contain the absolute ``path`` (itself or a folder above it, compared
+    as written: pass a resolved path to ask where a file really is); [] when none does, also for a DB that
+    records none (written before they were recorded, or not by ingestion)."""
+    path = Path(path)
+    candidates = [str(path), *(str(p) for p in path.parents)]
+    marks = ",".join("?" * len(candidates))
     try:
-        if conn.execute("SELECT 1 FROM library_roots LIMIT 1").fetchone() is None:
-            return None
-        marks = ",".join("?" * len(candidates))
         return [r[0] for r in conn.execute(f"SELECT path FROM library_roots WHERE path IN ({marks})", candidates)]
     except sqlite3.OperationalError:  # an older DB opened read-only: no such table
-        return None
+        return []
 
 
 def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
@@ -312,6 +311,9 @@ def _unit_hash(seed: int, kind: str, key: int) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+VALIDATION_RULES = ("playlists", "tracks")
+
+
 @dataclass(frozen=True)
 class Split:
     """A deterministic data split.
@@ -332,22 +334,45 @@ def split(
     validation_fraction: float = 0.1,
     heldout_track_fraction: float = 0.2,
     min_tracks: int = 2,
+    validation_by: str = "playlists",
 ) -> Split:
     """Split playlists into train / validation and set aside held-out evaluation tracks.
 
     A held-out track is removed from every playlist before the playlist split; playlists left with fewer
     than ``min_tracks`` tracks are dropped from both splits.
+
+    ``validation_by``: "playlists" sends a ``validation_fraction`` of the playlists, whole, to validation (new
+    playlists: right when a library has many); "tracks" sends a ``validation_fraction`` of the tracks instead,
+    so validation groups are unseen tracks of the training playlists (with few playlists, e.g. one per
+    album, this measures what evaluation asks: where does a new track land). Then ``validation[pid]`` holds
+    the validation tracks of playlist ``pid`` (when at least ``min_tracks``) and ``train[pid]`` the others.
+    The held-out tracks are the same for both rules.
     """
     if not 0 <= validation_fraction < 1 or not 0 <= heldout_track_fraction < 1:
         raise ValueError("validation_fraction and heldout_track_fraction must be in [0, 1)")
-    heldout = sorted(
-        t for t in track_ids_with_audio(conn) if _unit_hash(seed, "track", t) < heldout_track_fraction
-    )
+    if validation_by not in VALIDATION_RULES:
+        raise ValueError(f"validation_by must be one of {', '.join(VALIDATION_RULES)}, got {validation_by!r}")
+    if validation_by == "tracks" and heldout_track_fraction + validation_fraction >= 1:
+        raise ValueError("with validation_by='tracks', heldout_track_fraction + validation_fraction must be < 1")
+    unit = {t: _unit_hash(seed, "track", t) for t in track_ids_with_audio(conn)}
+    heldout = sorted(t for t, u in unit.items() if u < heldout_track_fraction)
+    validation_tracks: set[int] = set()
+    if validation_by == "tracks":
+        top = heldout_track_fraction + validation_fraction
+        validation_tracks = {t for t, u in unit.items() if heldout_track_fraction <= u < top}
     heldout_set = set(heldout)
     train: dict[int, list[int]] = {}
     validation: dict[int, list[int]] = {}
     for pid, members in playlists_with_audio(conn, min_tracks=1).items():
         kept = [t for t in members if t not in heldout_set]
+        if validation_by == "tracks":
+            held_for_validation = [t for t in kept if t in validation_tracks]
+            kept = [t for t in kept if t not in validation_tracks]
+            if len(held_for_validation) >= min_tracks:
+                validation[pid] = held_for_validation
+            if len(kept) >= min_tracks:
+                train[pid] = kept
+            continue
         if len(kept) < min_tracks:
             continue
         target = validation if _unit_hash(seed, "playlist", pid) < validation_fraction else train

@@ -237,19 +237,42 @@ class CachedPatchSource(PatchSource):
         )
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
-    def mel(self, path: str) -> np.ndarray:
-        """The cached whole-track log-mel (n_mels, frames) float16 (memory-mapped), computed on a miss."""
+    def _entry(self, path: str) -> tuple[str, Path, Path]:
+        """(key, entry file, bad marker) of ``path``."""
         key = self._keys.get(path)
         if key is None:
             key = self._keys[path] = self.key(path)
+        return key, self.cache_dir / f"{key}.npy", self.cache_dir / f"{key}.bad"
+
+    def entry_state(self, path: str) -> tuple[str, str]:
+        """``("cached", "")``, ``("bad", reason)`` (failed before) or ``("missing", "")``, without decoding."""
+        _, npy, bad = self._entry(path)
+        if bad.exists():
+            return "bad", str(audio.AudioError(path, self._bad_reason(bad)))
+        return ("cached", "") if npy.exists() else ("missing", "")
+
+    @staticmethod
+    def _bad_reason(bad: Path) -> str:
+        try:
+            return bad.read_text(encoding="utf-8").strip() or "failed before (cached)"
+        except OSError:
+            return "failed before (cached)"
+
+    def compute_entry(self, path: str) -> float:
+        """Decode ``path`` and write its entry now, whatever is there; returns its seconds of audio. Raises
+        :class:`spotifai.audio.AudioError` (after writing the ``.bad`` marker) for an unusable file."""
+        _, npy, bad = self._entry(path)
+        return self._write_entry(path, npy, bad) / audio.SAMPLE_RATE
+
+    def mel(self, path: str) -> np.ndarray:
+        """The cached whole-track log-mel (n_mels, frames) float16 (memory-mapped), computed on a miss."""
+        key, npy, bad = self._entry(path)
         hit = self._open.get(key)
         if hit is not None:
             self._open.move_to_end(key)
             return hit
-        npy = self.cache_dir / f"{key}.npy"
-        bad = self.cache_dir / f"{key}.bad"
         if bad.exists():
-            raise audio.AudioError(path, bad.read_text(encoding="utf-8").strip() or "failed before (cached)")
+            raise audio.AudioError(path, self._bad_reason(bad))
         try:
             arr = np.load(npy, mmap_mode="c")  # copy-on-write: torch can wrap it (never written)
         except (FileNotFoundError, ValueError, OSError):
@@ -260,6 +283,12 @@ class CachedPatchSource(PatchSource):
         return arr
 
     def _compute(self, path: str, npy: Path, bad: Path) -> np.ndarray:
+        self._write_entry(path, npy, bad)
+        return np.load(npy, mmap_mode="c")
+
+    def _write_entry(self, path: str, npy: Path, bad: Path) -> int:
+        """Decode ``path``, write its entry (or its ``.bad`` marker, then raise AudioError); returns the number
+        of 16 kHz samples."""
         if self._logmel is None:
             self._logmel = audio.LogMel(self.config.n_mels)
         self.decoded += 1
@@ -275,7 +304,7 @@ class CachedPatchSource(PatchSource):
             raise
         data = mel.to(torch.float16).numpy()
         atomic.write_with(npy, lambda fh: np.save(fh, data))
-        return np.load(npy, mmap_mode="c")
+        return wav.numel()
 
     def patch_at(self, path: str, frame: int) -> torch.Tensor:
         return torch.from_numpy(np.array(self._array_at(path, frame), dtype=np.float32))
@@ -295,20 +324,16 @@ def make_source(config: audio.AudioConfig, cache_dir: str | Path | None) -> Patc
     return CachedPatchSource(config, cache_dir) if cache_dir is not None else PatchSource(config)
 
 
-def fill_cache(plan: Plan, config: audio.AudioConfig, cache_dir: str | Path, progress: bool = True) -> dict:
+def fill_cache(
+    plan: Plan, config: audio.AudioConfig, cache_dir: str | Path, progress: bool = True, workers: int | None = None
+) -> dict:
     """Compute the cache entry of every track of the plan's train and validation playlists now (instead of
-    lazily during the first pass). Returns {"tracks", "decoded", "failed": {track id: reason}}."""
-    from tqdm.auto import tqdm
+    lazily during the first pass), in parallel worker processes: see :func:`spotifai.cache_fill.fill_cache`
+    (``workers``: None = one per CPU, fewer for small jobs; 0 or 1 = in this process). Returns {"tracks",
+    "cached", "decoded", "failed": {track id: reason}, "seconds", "audio_seconds", "cpu_seconds", "workers"}."""
+    from spotifai import cache_fill
 
-    source = CachedPatchSource(config, cache_dir)
-    ids = sorted({t for members in (*plan.train.values(), *plan.validation.values()) for t in members})
-    failed: dict[int, str] = {}
-    for tid in tqdm(ids, desc="patch cache", unit="track", disable=not progress):
-        try:
-            source.mel(plan.tracks[tid][0])
-        except audio.AudioError as exc:
-            failed[tid] = str(exc)
-    return {"tracks": len(ids), "decoded": source.decoded, "failed": failed}
+    return cache_fill.fill_cache(plan, config, cache_dir, progress=progress, workers=workers)
 
 
 # ----------------------------------------------------------------------------------------------- batches

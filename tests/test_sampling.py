@@ -194,3 +194,18 @@ def test_plan_drops_tracks_shorter_than_a_patch(tmp_path):
     plan = sampling.build_plan(db, AUDIO, validation_fraction=0.0, heldout_track_fraction=0.0)
     assert not plan.tracks and len(plan.short_tracks) == 9 and not plan.train
     assert len(plan.dropped_playlists) == 3
+
+
+def test_split_by_tracks_validates_on_unseen_tracks_of_training_playlists(corpus):
+    conn = database.connect(corpus, readonly=True)
+    by_playlists = database.split(conn, seed=0, validation_fraction=0.3, heldout_track_fraction=0.2)
+    sp = database.split(conn, seed=0, validation_fraction=0.3, heldout_track_fraction=0.2, validation_by="tracks")
+    conn.close()
+    assert sp.heldout_tracks == by_playlists.heldout_tracks  # the evaluation tracks do not depend on the rule
+    train_tracks = {t for members in sp.train.values() for t in members}
+    val_tracks = {t for members in sp.validation.values() for t in members}
+    assert val_tracks and not val_tracks & train_tracks and not val_tracks & set(sp.heldout_tracks)
+    assert set(sp.validation) <= set(sp.train)  # validation groups are playlists that also train
+    assert all(len(members) >= 2 for members in sp.validation.values())
+    with pytest.raises(ValueError, match="validation_by"):
+        database.split(database.connect(corpus, readonly=True), validation_by="albums")
