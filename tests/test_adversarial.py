@@ -257,6 +257,31 @@ def test_d11_db_without_recorded_roots_serves_only_from_the_stored_folder(tmp_pa
     conn.close()
 
 
+def test_d11_tracks_outside_ingested_folders_keep_the_folder_rule(tmp_path):
+    """A DB with ingested folders (recorded locations) and tracks written otherwise (like the demo corpus)."""
+    from spotifai.app.server import servable_audio
+
+    ingested = _wav(tmp_path / "library" / "a.wav", 300)
+    other = _wav(tmp_path / "demo" / "b.wav", 400)
+    link = tmp_path / "demo" / "c.wav"
+    link.symlink_to(other)
+    (tmp_path / "secret.wav").write_bytes(SECRET)
+    conn = database.connect(tmp_path / "m.db")
+    ingest(conn, folders=[tmp_path / "library"])
+    with conn:
+        for i, f in enumerate((other, link)):
+            database.upsert_track(conn, uri=f"demo:{i}", title=f.stem, audio_path=str(f), duration=1.0)
+    assert servable_audio(conn, str(ingested)) == ingested
+    assert servable_audio(conn, str(other)) == other and servable_audio(conn, str(link)) == other
+    link.unlink()
+    link.symlink_to(tmp_path / "secret.wav")
+    assert servable_audio(conn, str(link)) is None
+    ingested.unlink()
+    ingested.symlink_to(other)  # an ingested file now leading out of its folder
+    assert servable_audio(conn, str(ingested)) is None
+    conn.close()
+
+
 def sqlite_without_roots(db: Path, files: list[Path]):
     """A DB like those written before library roots were recorded (tracks added directly, no ingest)."""
     conn = database.connect(db)

@@ -14,7 +14,8 @@ API (every error is a JSON object ``{"detail": ...}``, never a stack trace):
   ``spotifai index``): the reason is given, without server paths (those go to the server log).
 * ``GET /api/tracks/{id}/audio`` -> the track's audio file, located through the DB by id only and served only
   when its real path (symbolic links resolved) lies where ingestion found audio (``library_roots`` of the DB;
-  a DB that records none: the folder of the stored path, resolved); 404 otherwise. HTTP Range requests
+  a track ingested otherwise: the resolved folder of its stored path; see :func:`servable_audio`); 404
+  otherwise. HTTP Range requests
   (206 / 416) are handled by Starlette's ``FileResponse``; a malformed or unsatisfiable Range gets the JSON
   error (400 / 416 with ``Content-Range``).
 * ``GET /api/health`` -> ``{status, index}``; ``index`` is ``loading``, ``ready`` or ``error: ...``.
@@ -31,6 +32,7 @@ is opened in a background thread, so the server answers search requests while th
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -420,23 +422,30 @@ def create_app(
 
 
 def servable_audio(conn: sqlite3.Connection, stored: str | None) -> Path | None:
-    """The real file to serve for a track's stored audio path, or None: the path with every symbolic link
-    resolved must be a regular file at or below a location ingestion recorded (:func:`database.audio_locations`);
-    for a DB that records none (written before they were recorded, or not by ``spotifai ingest``), below the
-    resolved folder of the stored path. So a link in the library retargeted after ingestion (to /etc/passwd, to
-    another user's files) is never followed out of the library."""
+    """The real file to serve for a track's stored audio path, or None. The path with every symbolic link
+    resolved must be a regular file, and
+
+    * at or below a location ingestion recorded (:func:`database.audio_locations`: the ingested folders, single
+      files ingested from elsewhere), or else
+    * for a track whose stored path lies under no recorded location (written by something other than
+      ``spotifai ingest``, e.g. the demo corpus, or before locations were recorded): below the resolved folder
+      of its stored path.
+
+    A track that was ingested from the library but whose file now leads elsewhere (a symbolic link retargeted to
+    /etc/passwd or to another user's files) is refused."""
     if not stored:
         return None
     try:
         real = Path(stored).resolve(strict=True)
         if not real.is_file():
             return None
-        allowed = database.audio_locations(conn, real)
-        if allowed is None:
-            return real if real.is_relative_to(Path(stored).parent.resolve()) else None
+        if database.audio_locations(conn, real):
+            return real
+        if database.audio_locations(conn, os.path.abspath(stored)):
+            return None  # ingested from the library, now somewhere else
+        return real if real.is_relative_to(Path(stored).parent.resolve()) else None
     except (OSError, RuntimeError):  # missing, unreadable, a symbolic link loop
         return None
-    return real if allowed else None
 
 
 def _check_range(request: Request, size: int) -> None:
