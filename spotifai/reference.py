@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spotifai import atomic
+
 log = logging.getLogger(__name__)
 
 MODEL = "MSD_musicnn"
@@ -97,23 +99,14 @@ def load_cache(cache: str | os.PathLike) -> tuple[dict[Key, np.ndarray], dict]:
 
 
 def save_cache(cache: str | os.PathLike, entries: dict[Key, np.ndarray], meta: dict) -> None:
-    """Write the cache npz atomically (temporary file in the same folder, then rename)."""
-    folder = Path(cache).resolve().parent
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write the cache npz atomically (:mod:`spotifai.atomic`)."""
     keys = list(entries)
-    fd, tmp = tempfile.mkstemp(prefix=".musicnn-cache-", suffix=".npz.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, paths=np.array([k[0] for k in keys], dtype=str),
-                     sizes=np.array([k[1] for k in keys], dtype=np.int64),
-                     mtimes=np.array([k[2] for k in keys], dtype=np.int64),
-                     vectors=np.stack([entries[k] for k in keys]).astype(np.float32) if keys
-                     else np.zeros((0, DIM), np.float32),
-                     meta=np.array(json.dumps(meta)))
-        os.replace(tmp, cache)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_with(cache, lambda f: np.savez(
+        f, paths=np.array([k[0] for k in keys], dtype=str),
+        sizes=np.array([k[1] for k in keys], dtype=np.int64),
+        mtimes=np.array([k[2] for k in keys], dtype=np.int64),
+        vectors=np.stack([entries[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, DIM), np.float32),
+        meta=np.array(json.dumps(meta))))
 
 
 def _run_worker(python: Path, paths: Sequence[str], workdir: Path) -> tuple[dict, dict, dict]:
