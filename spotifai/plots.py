@@ -92,8 +92,10 @@ def retrieval_bars(
     table: pd.DataFrame,
     metrics: Sequence[str] = ("playlist_precision@10", "artist_precision@10", "genre_precision@10"),
     method_column: str = "method",
+    scope: str = "heldout",
 ) -> Figure:
-    """Grouped bar chart: one group per metric, one bar per method (rows of ``table``)."""
+    """Grouped bar chart: one group per metric, one bar per method (rows of ``table``, all of one ``scope``:
+    "heldout" ranks held-out tracks among themselves, "catalogue" among every track)."""
     methods = list(table[method_column])
     metrics = [m for m in metrics if m in table.columns]
     fig, ax = plt.subplots(figsize=(9, 4.2))
@@ -104,11 +106,11 @@ def retrieval_bars(
         bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=method)
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     ax.set_xticks(x, [m.replace("_", " ") for m in metrics])
-    ax.set_ylabel("precision (held-out tracks)")
+    ax.set_ylabel("precision (held-out queries, " + ("whole catalogue)" if scope == "catalogue" else "held-out tracks)"))
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, ncols=2)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title("Retrieval quality on held-out tracks")
+    ax.set_title("Retrieval quality on held-out tracks" + (", catalogue scope" if scope == "catalogue" else ""))
     fig.tight_layout()
     return fig
 
