@@ -351,6 +351,18 @@ def test_d5_batch_size_beyond_what_the_db_can_give_is_an_error(synth_db, tmp_pat
     assert not (tmp_path / "exp" / "config.json").exists()
 
 
+def test_d5_nonfinite_losses_on_an_fp32_run_do_not_advise_fp32(synth_db, tmp_path, monkeypatch):
+    from spotifai import train
+
+    monkeypatch.setattr(train, "playlist_and_track_loss",
+                        lambda z_a, z_b, groups, track_weight, lambd: (z_a.sum() + z_b.sum()) * float("nan"))
+    cfg = _small_config(synth_db, training={"steps": 10, "max_nonfinite_steps": 2, "precision": "fp32"},
+                        progress={"val_period": 0})
+    with pytest.raises(RuntimeError, match="2 non-finite losses in a row") as info:
+        train.train_model(tmp_path / "exp", config=cfg, multi_processing=False)
+    assert "fp32" not in str(info.value) and "learning_rate" in str(info.value)
+
+
 # ------------------------------------------------------------------------------- D6: corrupt latest.pt, D9: modes
 
 
