@@ -240,7 +240,7 @@ def test_d11_audio_through_a_retargeted_link_is_refused(server):
 
 
 def test_d11_db_without_recorded_roots_serves_only_from_the_stored_folder(tmp_path):
-    from spotifai.app.server import servable_audio
+    from spotifai.app.guards import servable_audio
 
     music = tmp_path / "music"
     song = _wav(music / "song.wav", 300)
@@ -259,7 +259,7 @@ def test_d11_db_without_recorded_roots_serves_only_from_the_stored_folder(tmp_pa
 
 def test_d11_tracks_outside_ingested_folders_keep_the_folder_rule(tmp_path):
     """A DB with ingested folders (recorded locations) and tracks written otherwise (like the demo corpus)."""
-    from spotifai.app.server import servable_audio
+    from spotifai.app.guards import servable_audio
 
     ingested = _wav(tmp_path / "library" / "a.wav", 300)
     other = _wav(tmp_path / "demo" / "b.wav", 400)
