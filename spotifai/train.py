@@ -1066,6 +1066,13 @@ def train_model(
             raise error
         cfg = load_config(experiment)
         plan = check_data(experiment, cfg)
+        cache = cache_path(experiment, cfg)
+        if cache is not None:  # decode every track once, on all cores, before step 1 (cheap when the cache is warm)
+            if rank == 0:
+                sampling.fill_cache(plan, AudioConfig.from_dict(cfg["data"]["audio"]), cache,
+                                    workers=None if multi_processing else 0)
+            if world > 1:
+                dist.barrier()
         runner = _Runner(experiment, cfg, plan, device, mixed_precision, multi_processing, rank, world)
         summary = runner.run()
         if rank == 0:
