@@ -127,25 +127,53 @@ def select_patches(n_patches: int, max_patches: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n_patches - 1, max_patches).round().astype(np.int64))
 
 
-class _TrackPatches(torch.utils.data.Dataset):
-    """Item i = (track_id, patches (n, n_mels, patch_frames) or None, error reason or None)."""
+def _whole_track_mel(path: str, audio_config, cache_dir: str | Path | None, source: list) -> torch.Tensor:
+    """(n_mels, frames) float32 normalized log-mel of the whole track: read from the patch cache when
+    ``cache_dir`` is given (computed and stored on a miss; float16 values, see :mod:`spotifai.sampling`), else
+    decoded. ``source`` is a one-element list holding this process's cache reader (made on first use)."""
+    from spotifai.audio import LogMel, load_audio
 
-    def __init__(self, items: Sequence[tuple[int, str]], audio_config, max_patches: int | None):
+    if cache_dir is None:
+        with torch.inference_mode():
+            return LogMel(audio_config.n_mels)(load_audio(path))
+    if source[0] is None:
+        from spotifai.sampling import CachedPatchSource
+
+        source[0] = CachedPatchSource(audio_config, cache_dir)
+    return torch.from_numpy(np.asarray(source[0].mel(path), dtype=np.float32))
+
+
+class _TrackPatches(torch.utils.data.Dataset):
+    """Item i = (track_id, patches (n, n_mels, patch_frames) or None, error reason or None).
+
+    With ``cache_dir`` the log-mel comes from the training patch cache (no decoding for cached tracks)."""
+
+    def __init__(self, items: Sequence[tuple[int, str]], audio_config, max_patches: int | None,
+                 cache_dir: str | Path | None = None):
         self.items = list(items)
         self.audio_config = audio_config
         self.max_patches = max_patches
+        self.cache_dir = cache_dir
+        self._source: list = [None]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        from spotifai.audio import AudioError, track_patches
+        from spotifai.audio import AudioError, to_patches, track_patches
 
         track_id, path = self.items[i]
         try:
             if not path:
                 raise AudioError(path, "no audio file recorded for this track")
-            patches = track_patches(path, self.audio_config)
+            if self.cache_dir is None:
+                patches = track_patches(path, self.audio_config)
+            else:
+                cfg = self.audio_config
+                mel = _whole_track_mel(path, cfg, self.cache_dir, self._source)
+                patches = to_patches(mel, cfg.patch_frames, cfg.max_time_padding)
+                if patches.shape[0] == 0:
+                    raise AudioError(path, f"too short: {mel.shape[-1]} frames for a {cfg.patch_frames}-frame patch")
             keep = select_patches(int(patches.shape[0]), self.max_patches)
             if len(keep) < patches.shape[0]:
                 patches = patches[torch.from_numpy(keep)]
@@ -160,8 +188,10 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _decoded(items, audio_config, max_patches, num_workers) -> Iterator[tuple[int, torch.Tensor | None, str | None]]:
-    dataset = _TrackPatches(items, audio_config, max_patches)
+def _decoded(
+    items, audio_config, max_patches, num_workers, cache_dir=None
+) -> Iterator[tuple[int, torch.Tensor | None, str | None]]:
+    dataset = _TrackPatches(items, audio_config, max_patches, cache_dir)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=None,
@@ -201,6 +231,7 @@ def embed_tracks(
     progress: bool = True,
     on_chunk=None,
     chunk_tracks: int = 1000,
+    cache_dir: str | Path | None = None,
 ) -> EmbedResult:
     """Full-song vectors of ``items`` = [(track_id, audio_path)] with ``encoder`` (an AudioEncoder).
 
@@ -208,7 +239,8 @@ def embed_tracks(
     ``on_chunk(partial EmbedResult)`` is called every ``chunk_tracks`` finished tracks (used to save
     progress). Returns features (N, model_dim) and projections (N, projection_dim), float32, L2-normalized
     rows, for the N tracks that could be read; the others are in ``failures`` as dicts (track_id, path,
-    reason). ``seconds_decoding`` is the time the main process waited for decoded tracks.
+    reason). ``seconds_decoding`` is the time the main process waited for decoded tracks. ``cache_dir``: read
+    each track's log-mel from this patch cache (see :mod:`spotifai.sampling`) instead of decoding it.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -298,7 +330,7 @@ def embed_tracks(
 
     bar = tqdm(total=len(items), desc="embedding", unit="track", disable=not progress)
     with torch.inference_mode():
-        it = _decoded(items, audio_config, max_patches_per_track, num_workers)
+        it = _decoded(items, audio_config, max_patches_per_track, num_workers, cache_dir)
         while True:
             t0 = time.perf_counter()
             try:
@@ -386,16 +418,19 @@ def embed_experiment(
     num_workers: int | None = None,
     progress: bool = True,
     save_every: int = 1000,
+    use_cache: bool = True,
 ) -> dict:
     """Embed every track with audio of the experiment's DB into ``experiments/<name>/embeddings.npz``.
 
     ``checkpoint``: "auto" (the default) = "best" when training kept a best-validation checkpoint
     (``progress.keep_best``, ``checkpoints/best.pt``), else "latest"; or a step, a name or a .pt path.
+    ``use_cache``: read log-mels from the experiment's patch cache (data.patch_cache; filled by training, so
+    only tracks training never saw are decoded) instead of decoding every file.
     Incremental (see module docstring); ``force`` re-embeds everything. Returns a summary: embedded (this
     run), skipped (already done with this checkpoint), failed (count) and failures (track_id, path, reason),
     total (rows in the file), checkpoint_id, step, seconds, seconds_decoding, seconds_model, path.
     """
-    from spotifai.train import BEST_CHECKPOINT, CHECKPOINT_DIR, load_encoder
+    from spotifai.train import BEST_CHECKPOINT, CHECKPOINT_DIR, cache_path, load_encoder
 
     experiment_path = Path(experiment_path)
     t_start = time.perf_counter()
@@ -457,6 +492,7 @@ def embed_experiment(
         progress=progress,
         on_chunk=lambda partial: save_embeddings(experiment_path, merged(partial)),
         chunk_tracks=save_every,
+        cache_dir=cache_path(experiment_path, info["config"]) if use_cache else None,
     )
     final = merged(res)
     save_embeddings(experiment_path, final)
@@ -484,25 +520,25 @@ def embed_experiment(
 
 
 class _TrackLogMelStats(torch.utils.data.Dataset):
-    def __init__(self, items: Sequence[tuple[int, str]], n_mels: int):
+    """Item i = (track_id, [band means, band standard deviations] (2 * n_mels,) or None, error reason or None)."""
+
+    def __init__(self, items: Sequence[tuple[int, str]], audio_config, cache_dir: str | Path | None = None):
         self.items = list(items)
-        self.n_mels = n_mels
-        self._mel = None
+        self.audio_config = audio_config
+        self.cache_dir = cache_dir
+        self._source: list = [None]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        from spotifai.audio import AudioError, LogMel, load_audio
+        from spotifai.audio import AudioError
 
-        if self._mel is None:
-            self._mel = LogMel(self.n_mels)
         track_id, path = self.items[i]
         try:
             if not path:
                 raise AudioError(path, "no audio file recorded for this track")
-            with torch.inference_mode():
-                mel = self._mel(load_audio(path))  # (n_mels, frames)
+            mel = _whole_track_mel(path, self.audio_config, self.cache_dir, self._source)
             if mel.shape[-1] < 2:
                 raise AudioError(path, "too short for log-mel statistics")
             return track_id, torch.cat([mel.mean(dim=-1), mel.std(dim=-1)]).float(), None
@@ -519,12 +555,14 @@ def logmel_stats_vectors(
     *,
     num_workers: int = 0,
     progress: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> np.ndarray:
     """Baseline track vectors: per-track mean and standard deviation of each log-mel band over the whole song.
 
     ``db``: an open music DB connection or its path. Returns float32 (N, 2 * n_mels) in the order of
     ``track_ids`` (means first, then standard deviations), not normalized; rows of tracks that cannot be
-    read (or are unknown / without audio) are NaN and logged.
+    read (or are unknown / without audio) are NaN and logged. ``cache_dir``: read the log-mel from this patch
+    cache instead of decoding.
     """
     conn = db if isinstance(db, sqlite3.Connection) else database.connect(db, create=False, readonly=True)
     try:
@@ -536,7 +574,7 @@ def logmel_stats_vectors(
     out = np.full((len(track_ids), 2 * n_mels), np.nan, dtype=np.float32)
     items = [(int(t), paths.get(int(t), "")) for t in track_ids]
     loader = torch.utils.data.DataLoader(
-        _TrackLogMelStats(items, n_mels),
+        _TrackLogMelStats(items, audio_config, cache_dir),
         batch_size=None,
         num_workers=num_workers,
         worker_init_fn=_worker_init if num_workers > 0 else None,

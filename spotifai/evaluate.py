@@ -279,6 +279,9 @@ def _baseline_vectors(
     """{random-features, random-projections, logmel-stats}: (N, d) rows for ``track_ids`` (NaN rows where a
     track failed). Cached in ``experiments/<name>/baselines.npz``, keyed by the settings that make them."""
     from spotifai.embed import embed_tracks, logmel_stats_vectors, random_encoder
+    from spotifai.train import cache_path
+
+    cache_dir = cache_path(experiment_path, config)
 
     key = json.dumps(
         {"model": config["model"], "audio": audio_config.to_dict(), "seed": seed, "max_patches": max_patches_per_track},
@@ -299,7 +302,8 @@ def _baseline_vectors(
     try:
         rows = database.tracks(conn, track_ids.tolist(), with_audio=True)
         items = [(int(r["id"]), r["audio_path"]) for r in rows]
-        logmel = logmel_stats_vectors(conn, track_ids.tolist(), audio_config, num_workers=num_workers, progress=progress)
+        logmel = logmel_stats_vectors(conn, track_ids.tolist(), audio_config, num_workers=num_workers,
+                                      progress=progress, cache_dir=cache_dir)
     finally:
         conn.close()
     res = embed_tracks(
@@ -311,6 +315,7 @@ def _baseline_vectors(
         max_patches_per_track=max_patches_per_track,
         num_workers=num_workers,
         progress=progress,
+        cache_dir=cache_dir,
     )
     pos = {int(t): i for i, t in enumerate(track_ids)}
     rf = np.full((len(track_ids), res.features.shape[1]), np.nan, dtype=np.float32)

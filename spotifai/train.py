@@ -6,6 +6,7 @@ An experiment is a folder ``experiments/<name>/``::
     history.csv              step,split,loss  (split = train | validation)
     checkpoints/latest.pt    the newest checkpoint (every progress.save_period steps and at the end)
     checkpoints/step_NNNNNNN.pt  kept checkpoints (every progress.checkpoint_period steps and at the end)
+    checkpoints/best.pt      the weights of the lowest validation loss (progress.keep_best; what embed uses)
     cache/                   the log-mel patch cache (data.cache_dir, when data.patch_cache is on)
 
 Relative paths in config.json (data.database, data.cache_dir) resolve against the experiment folder.
@@ -21,13 +22,17 @@ Config keys (see :func:`default_config`; every key is required, unknown keys are
   back to bf16), lambd (Barlow Twins off-diagonal weight), track_weight (weight of the same-track Barlow Twins
   term; > 0 makes each playlist give K/2 tracks cut twice, see :mod:`spotifai.sampling`; 0 = playlist
   positives only; a config written before this key existed reads as 0, how it was trained),
-  max_nonfinite_steps (consecutive non-finite losses that stop training).
+  max_nonfinite_steps (consecutive non-finite losses that stop training), augment (the view augmentations,
+  :class:`spotifai.augment.AugmentConfig` fields; a config without it reads as no augmentation).
 * ``data``: database, seed, validation_fraction, heldout_track_fraction, min_tracks (passed to
   :func:`spotifai.database.split`), audio (:class:`spotifai.audio.AudioConfig` fields), patch_cache (bool),
-  cache_dir (str or null = "cache" in the experiment), num_workers (DataLoader workers per rank).
+  cache_dir (str or null = "cache" in the experiment), num_workers (DataLoader workers per rank),
+  validation_by ("tracks": validate on unseen tracks of the training playlists; "playlists": on unseen
+  playlists, how configs without the key were trained).
 * ``progress``: val_period (steps between validations; 0 = none), val_batches (fixed validation batches),
   save_period (steps between latest.pt), checkpoint_period (steps between kept checkpoints), loss_window (train
-  loss rows average this many steps).
+  loss rows average this many steps), keep_best (write checkpoints/best.pt at each new lowest validation loss;
+  embedding then uses it; configs without the key read as false).
 
 Resume: each checkpoint holds model, optimizer, scheduler, GradScaler and RNG states, the step, the config, the
 history rows up to its step and the unfinished loss window. ``train_model(path)`` loads the newest readable

@@ -159,3 +159,26 @@ def test_checkpoint_change_reembeds_everything(experiment, corpus):
 def test_missing_embeddings_error_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="embeddings.npz"):
         embed.load_embeddings(tmp_path)
+
+
+def test_cached_log_mel_gives_the_decoded_vectors(encoder, items, tmp_path):
+    """Embedding from the training patch cache (float16 log-mel) equals decoding the files, to float16 rounding;
+    the corrupt and missing files fail the same way."""
+    decoded = embed.embed_tracks(encoder, items, AUDIO, batch_size=8, progress=False)
+    cached = embed.embed_tracks(encoder, items, AUDIO, batch_size=8, progress=False, cache_dir=tmp_path / "c")
+    assert cached.track_ids.tolist() == decoded.track_ids.tolist()
+    assert [f["track_id"] for f in cached.failures] == [f["track_id"] for f in decoded.failures]
+    assert any(tmp_path.joinpath("c").glob("*.npy"))  # the misses were stored
+    cosine = (cached.projections * decoded.projections).sum(axis=1)
+    assert cosine.min() > 0.999
+    again = embed.embed_tracks(encoder, items, AUDIO, batch_size=8, progress=False, cache_dir=tmp_path / "c")
+    np.testing.assert_array_equal(again.projections, cached.projections)
+
+
+def test_log_mel_statistics_from_the_cache_equal_decoding(corpus, tmp_path):
+    ids = corpus.track_ids
+    decoded = embed.logmel_stats_vectors(corpus.db, ids, AUDIO, progress=False)
+    cached = embed.logmel_stats_vectors(corpus.db, ids, AUDIO, progress=False, cache_dir=tmp_path / "c")
+    np.testing.assert_array_equal(np.isnan(cached), np.isnan(decoded))
+    ok = ~np.isnan(decoded)
+    np.testing.assert_allclose(cached[ok], decoded[ok], atol=2e-3)  # float16 log-mel in [-1, 1]
