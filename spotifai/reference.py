@@ -9,8 +9,8 @@ Nothing here imports tensorflow.
 
 The musicnn python is, in order: the ``python`` argument, ``$SPOTIFAI_MUSICNN_PYTHON``, or
 ``.venv-musicnn/bin/python`` in the checkout that holds this package. Vectors are cached in an npz keyed by
-(real path, size, modification time): a changed file is embedded again, a failed one is retried on the next
-call (failures are not cached). The venv is only needed when something is not in the cache.
+(real path, size, modification time): a changed file is embedded again (its old entry dropped), a failed
+one is retried on the next call (failures are not cached). The venv is only needed when something is not in the cache.
 """
 
 from __future__ import annotations
@@ -163,6 +163,10 @@ def musicnn_vectors(
             keys.append(None)
             reasons[os.path.realpath(p)] = f"{type(exc).__name__}: {exc}"
     entries, meta = load_cache(cache) if cache is not None else ({}, {})
+    latest = {k[0]: k for k in keys if k is not None}
+    stale = [k for k in entries if k[0] in latest and k != latest[k[0]]]  # older versions of these files
+    for k in stale:
+        del entries[k]
     todo = list(dict.fromkeys(k for k in keys if k is not None and k not in entries))
     n_cached = sum(k is not None and k in entries for k in keys)
     exe = None
@@ -183,6 +187,8 @@ def musicnn_vectors(
                 n, elapsed = min(i + len(part), len(todo)), time.perf_counter() - start
                 log.info("musicnn: %d/%d tracks, %d failed, %.0f s, about %.0f s left", n, len(todo),
                          sum(k[0] in reasons for k in todo[:n]), elapsed, elapsed / n * (len(todo) - n))
+    if stale and not todo and cache is not None:
+        save_cache(cache, entries, meta)
     failed_list = []
     for row, (p, k) in enumerate(zip(paths, keys, strict=True)):
         if k is not None and k in entries:

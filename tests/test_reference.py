@@ -124,7 +124,8 @@ def test_cache_reuses_and_recomputes_changed_files(tmp_path):
     n_calls = len(calls(log))
     _, info = ref.musicnn_vectors(paths[:2], python=exe, cache=cache)
     assert info["cached"] == 1 and info["computed"] == 1 and len(calls(log)) == n_calls + 1
-    assert ref.file_key(paths[1]) in ref.load_cache(cache)[0]
+    entries = ref.load_cache(cache)[0]
+    assert ref.file_key(paths[1]) in entries and len(entries) == 2  # the old version's entry is gone
 
 
 def test_cache_of_another_model_or_unreadable_is_ignored(tmp_path, caplog):
