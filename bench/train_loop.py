@@ -1,6 +1,7 @@
 """Training throughput on the demo corpus: the model alone vs the full loop with loading (cache on / off).
 
-    .venv/bin/python bench/train_loop.py [--corpus data/demo] [--steps 20]
+    .venv/bin/python bench/train_loop.py [--corpus data/demo | --database DB] [--steps 20]
+    .venv/bin/python bench/train_loop.py --database data/real/music.db --cold [--cold-steps 100] [--lazy]
 
 Same config for all three (the demo config, :func:`spotifai.train.demo_config`):
 
@@ -12,7 +13,17 @@ Same config for all three (the demo config, :func:`spotifai.train.demo_config`):
 
 Patches/s counts the patches of both views. Other processes may share the CPU, so the model-alone and cached-loop
 figures are measured in ``--rounds`` interleaved pairs; the ratio is the median of the per-round ratios.
-Target: loop_cached >= 0.9 x model_alone. Prints ONE JSON line.
+Target: loop_cached >= 0.9 x model_alone. ``--database``: any music DB instead of the demo corpus.
+
+``--cold``: the first pass instead. ``train_model`` for ``--cold-steps`` steps on a fresh experiment with a fresh
+(empty) patch cache, as a user's first run: it fills the cache on all cores before step 1 (the fill is timed:
+tracks, audio hours, x real time in total, per worker and per CPU-second), then trains; then the same steps again
+on a second fresh experiment with the cache now warm. Reported: the rate of the steps alone (patches / seconds of
+``_Runner.run``, worker start-up and the first step included) and end to end (prefill included), cold and warm,
+and their ratios. ``--lazy`` adds the behaviour before the prefill existed: a cold run whose loader workers
+decode whole tracks as the first pass reaches them. Target: cold first steps >= 0.5 x the warm rate.
+
+Prints ONE JSON line.
 """
 
 from __future__ import annotations
@@ -56,9 +67,82 @@ def full_loop(experiment: Path, config: dict, steps: int) -> dict:
     return train.train_model(experiment, config=config, multi_processing=True)
 
 
+def _timed_run(experiment: Path, config: dict, prefill: bool = True) -> dict:
+    """``train_model`` of a fresh experiment with the prefill's summary (``fill``; None without a prefill) and the
+    wall seconds of the whole call (``wall_s``)."""
+    fills: list[dict] = []
+    fill = sampling.fill_cache
+
+    def spy(*args, **kwargs):
+        fills.append(fill(*args, **kwargs) if prefill else {})
+        return fills[-1]
+
+    sampling.fill_cache = spy  # train_model calls sampling.fill_cache
+    try:
+        t0 = time.perf_counter()
+        summary = full_loop(experiment, config, 0)
+        summary["wall_s"] = time.perf_counter() - t0
+    finally:
+        sampling.fill_cache = fill
+    summary["fill"] = fills[0] if fills and prefill else None
+    return summary
+
+
+def cold_first_pass(args: argparse.Namespace, db: Path, work: Path) -> dict:
+    """The ``--cold`` measurement (see the module docstring)."""
+    base = train.demo_config(db)
+    base["training"]["steps"] = args.cold_steps
+    base["progress"].update(val_period=0, save_period=10**6, checkpoint_period=10**6)
+    base["data"]["cache_dir"] = str((work / "cache").resolve())
+    cfg = train.validate_config(base)
+    per_step = cfg["training"]["buffer_size"] * cfg["training"]["batch_size"]  # both views
+    patches = per_step * args.cold_steps
+    cold = _timed_run(work / "cold", cfg)
+    warm = _timed_run(work / "warm", cfg)
+    f = cold["fill"]
+    steps_rate = {name: patches / run["seconds"] for name, run in (("cold", cold), ("warm", warm))}
+    e2e_rate = {name: patches / (run["fill"]["seconds"] + run["seconds"]) for name, run in (("cold", cold), ("warm", warm))}
+    result = {
+        "mode": "cold",
+        "steps": args.cold_steps,
+        "patches_per_step": per_step,
+        "prefill": {
+            "tracks": f["tracks"], "decoded": f["decoded"], "failed": len(f["failed"]), "workers": f["workers"],
+            "audio_hours": round(f["audio_seconds"] / 3600, 2), "wall_s": round(f["seconds"], 1),
+            "cpu_s": round(f["cpu_seconds"], 1),
+            "x_real_time": round(f["audio_seconds"] / f["seconds"]),
+            "x_real_time_per_worker": round(f["audio_seconds"] / f["seconds"] / f["workers"]),
+            "x_real_time_per_cpu_second": round(f["audio_seconds"] / max(f["cpu_seconds"], 1e-9)),
+        },
+        "warm_prefill_check_s": round(warm["fill"]["seconds"], 2),
+        "cold_steps_s": round(cold["seconds"], 1),
+        "warm_steps_s": round(warm["seconds"], 1),
+        "cold_steps_patches_per_s": round(steps_rate["cold"], 1),
+        "warm_steps_patches_per_s": round(steps_rate["warm"], 1),
+        "cold_end_to_end_patches_per_s": round(e2e_rate["cold"], 1),
+        "warm_end_to_end_patches_per_s": round(e2e_rate["warm"], 1),
+        "cold_steady_patches_per_s": round(cold["patches_per_second"], 1),
+        "warm_steady_patches_per_s": round(warm["patches_per_second"], 1),
+        "ratio_steps": round(steps_rate["cold"] / steps_rate["warm"], 3),
+        "ratio_end_to_end": round(e2e_rate["cold"] / e2e_rate["warm"], 3),
+        "target_ratio": 0.5,
+    }
+    if args.lazy:  # the first pass as it was: no prefill, the loader workers decode whole tracks on first use
+        lazy_cfg = train.validate_config({**cfg, "data": {**cfg["data"], "cache_dir": str((work / "lazy").resolve())}})
+        lazy = _timed_run(work / "lazy_exp", lazy_cfg, prefill=False)
+        result["lazy_steps_s"] = round(lazy["seconds"], 1)
+        result["lazy_steps_patches_per_s"] = round(patches / lazy["seconds"], 1)
+        result["ratio_lazy"] = round(patches / lazy["seconds"] / steps_rate["warm"], 3)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "demo", help="demo corpus folder")
+    parser.add_argument("--database", type=Path, default=None, help="any music DB (default: the corpus's)")
+    parser.add_argument("--cold", action="store_true", help="measure the first pass from an empty cache")
+    parser.add_argument("--cold-steps", type=int, default=100, help="steps of each --cold run")
+    parser.add_argument("--lazy", action="store_true", help="with --cold: also a cold run without the prefill")
     parser.add_argument("--steps", type=int, default=20, help="measured steps per figure")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved model-alone / cached-loop rounds")
@@ -69,12 +153,20 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TQDM_DISABLE", "1")
 
-    db = args.corpus / "music.db"
-    if not db.exists():
+    db = args.database or args.corpus / "music.db"
+    if not db.exists() and args.database is None:
         from spotifai.demo_corpus import build_demo_corpus
 
         build_demo_corpus(args.corpus)
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    if args.cold:
+        try:
+            result = cold_first_pass(args, db, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps({"bench": "train_loop", "database": str(db), **result,
+                          "load_average": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count()}))
+        return 0
     try:
         base = train.demo_config(db)
         base["training"]["steps"] = args.steps + 1  # the loop's first step (worker start) is not measured
@@ -103,7 +195,7 @@ def main() -> int:
     t, m, a = cfg["training"], cfg["model"], cfg["data"]["audio"]
     result = {
         "bench": "train_loop",
-        "corpus": str(args.corpus),
+        "database": str(db),
         "config": {
             "n_mels": a["n_mels"], "patch_frames": a["patch_frames"], "model_dim": m["model_dim"],
             "n_layers": m["n_layers"], "projection_dim": m["projection_dim"], "buffer_size": t["buffer_size"],

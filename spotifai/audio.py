@@ -6,7 +6,8 @@ Pipeline and conventions
   integers and scaled here, everything else as float32.  Reads longer than 2 x
   :data:`PARALLEL_DECODE_MIN_SECONDS` are split into chunks decoded by parallel threads (:data:`DECODE_THREADS`);
   libsndfile seeks sample-accurately, so this equals a sequential read.  What libsndfile cannot read (m4a/AAC,
-  opus, ...) falls back to ``torchcodec`` (FFmpeg).
+  opus, ...) falls back to ``torchcodec`` (FFmpeg), and so do whole-file reads of long OGG/Vorbis files
+  (:data:`WHOLE_FILE_FFMPEG_SUBTYPES`: the same samples for about 0.6x the CPU).
 * **Mono**: the mean of the channels.
 * **Resample** to :data:`SAMPLE_RATE` = 16 kHz with torchaudio's windowed-sinc kernel
   (``torchaudio.transforms.Resample``, Hann window, ``lowpass_filter_width`` = :data:`RESAMPLE_FILTER_WIDTH`,

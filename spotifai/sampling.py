@@ -34,7 +34,9 @@ Patch cache (``data.patch_cache``): the log-mel of a whole track is computed onc
 file's absolute path, size and modification time; a random patch is then a slice of it, so after the first
 pass no audio is decoded. Files are written to a temporary name and renamed, so a killed run never leaves a
 half-written entry. A track that fails to decode gets a small ``.bad`` marker with the reason, so it is not
-decoded again either. Several experiments may share one cache folder.
+decoded again either. Several experiments may share one cache folder. Training fills the cache before its first
+step, in parallel processes (:func:`fill_cache`, :mod:`spotifai.cache_fill`); a source still computes a missing
+entry itself when it meets one.
 
 Tracks that cannot be decoded (:class:`spotifai.audio.AudioError`) or are shorter than a patch are skipped and
 counted; a playlist left with fewer than two usable tracks is skipped and counted. Neither stops training.
