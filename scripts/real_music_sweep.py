@@ -53,18 +53,45 @@ def run_variant(name: str, overrides: dict, args) -> dict:
     return line
 
 
+def table(out: Path, scope: str = "catalogue") -> str:
+    """A markdown table of every evaluated experiment under ``out`` (its evaluation.json): album precision@5
+    and mAP of the trained spaces with 95 % intervals, the baselines, and the projections/log-mel ratio."""
+
+    def cell(res: dict, method: str, metric: str) -> str:
+        if method not in res["methods"]:
+            return "—"
+        value = res["methods"][method][scope][metric]
+        lo, hi = res["intervals"][method][scope][metric]
+        return f"{value:.3f} [{lo:.2f}, {hi:.2f}]"
+
+    rows = ["| experiment | checkpoint step | projections album P@5 | features album P@5 | projections album mAP "
+            "| log-mel album P@5 | musicnn album P@5 | projections / log-mel (P@5) |",
+            "|:--|--:|--:|--:|--:|--:|--:|--:|"]
+    for path in sorted(out.glob("*/evaluation.json")):
+        res = json.loads(path.read_text())
+        ratio = res["comparisons"]["trained-projections vs logmel-stats"][scope]["album_precision@5"]["ratio"]
+        rows.append(f"| {path.parent.name} | {res['step']} | {cell(res, 'trained-projections', 'album_precision@5')} "
+                    f"| {cell(res, 'trained-features', 'album_precision@5')} "
+                    f"| {cell(res, 'trained-projections', 'album_map')} | {cell(res, 'logmel-stats', 'album_precision@5')} "
+                    f"| {cell(res, 'musicnn-msd', 'album_precision@5')} | {ratio[0]:.2f} [{ratio[1]:.2f}, {ratio[2]:.2f}] |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--database", required=True)
+    p.add_argument("--database", default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--preset", default="real")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--reference", action="append", default=[], choices=["musicnn"])
     p.add_argument("--scopes", nargs="+", default=["catalogue"])
-    p.add_argument("--variant", action="append", required=True, metavar="NAME=JSON")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON")
+    p.add_argument("--table", action="store_true", help="print the markdown table of every evaluated experiment")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.table:
+        print(table(Path(args.out), args.scopes[0]))
     for item in args.variant:
         name, _, text = item.partition("=")
         print(json.dumps(run_variant(name, json.loads(text or "{}"), args)), flush=True)
