@@ -241,7 +241,11 @@ def bootstrap_interval(
     if statistic not in ("mean", "difference", "ratio") or (statistic != "mean" and baseline is None):
         raise ValueError(f"statistic {statistic!r} needs one of mean / difference / ratio (the last two with a baseline)")
     rng = np.random.default_rng(seed)
-    draws = stat(rng.integers(0, values.size, size=(n_resamples, values.size)))
+    per_chunk = max(1, 2_000_000 // values.size)  # bounded memory for large query sets
+    draws = np.concatenate([
+        stat(rng.integers(0, values.size, size=(min(per_chunk, n_resamples - start), values.size)))
+        for start in range(0, n_resamples, per_chunk)
+    ])
     alpha = (1.0 - level) / 2
     low, high = np.nanquantile(draws, [alpha, 1.0 - alpha])
     return float(stat(np.arange(values.size))), float(low), float(high)
