@@ -2,8 +2,8 @@
 
 :func:`fill_cache` (also :func:`spotifai.sampling.fill_cache`) looks up the cache entry of every track of a
 :class:`~spotifai.sampling.Plan`'s train and validation playlists, skips those already there (a ``.npy`` entry,
-or a ``.bad`` marker of a track that failed before), and computes the rest in a pool of spawned worker processes,
-one per CPU, each on one torch thread and one decoder thread, longest tracks first. Each worker writes its own
+or a ``.bad`` marker of a track that failed before), and computes the rest in a pool of worker processes, one per
+CPU, each on one torch thread and one decoder thread, longest tracks first. Each worker writes its own
 entries through :mod:`spotifai.atomic` (a temporary file renamed over the target), so a killed fill leaves whole
 entries and at most hidden ``.tmp`` files, and a new fill computes only what is missing. A track that cannot be
 decoded gets its ``.bad`` marker (training then skips it without decoding it again) and is counted in
@@ -11,9 +11,12 @@ decoded gets its ``.bad`` marker (training then skips it without decoding it aga
 the out-of-memory killer) breaks the pool: it is restarted, the tracks that were in flight are retried one at a
 time, and a track in flight at two such deaths is recorded as failed.
 
-Small jobs do not pay for a pool: with ``workers=None`` the pool gets at most one worker per
-:data:`MIN_AUDIO_SECONDS_PER_WORKER` of audio to decode (starting a worker imports torch and, for long OGG
-files, torchcodec: seconds of CPU), and a single worker means decoding in the calling process.
+Workers are forked on Linux, as the DataLoader's are: they start in milliseconds with torch (and torchcodec,
+imported first when long OGG files are to be decoded) already loaded, and a script that trains at its top level
+without a ``__main__`` guard does not start itself again in each worker, as it would under ``spawn`` (used
+elsewhere). A worker touches no CUDA, process group or thread of the parent. Small jobs stay in the calling
+process: with ``workers=None`` the pool gets at most one worker per :data:`MIN_AUDIO_SECONDS_PER_WORKER` of
+audio to decode.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 import math
 import multiprocessing
 import os
+import sys
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -34,7 +38,7 @@ from spotifai import audio, sampling
 
 log = logging.getLogger(__name__)
 
-MIN_AUDIO_SECONDS_PER_WORKER = 1800.0
+MIN_AUDIO_SECONDS_PER_WORKER = 600.0
 """With ``workers=None``: at most one worker process per this much audio (seconds) to decode."""
 _MAX_DEATHS = 2  # a track in flight at this many worker deaths is recorded as failed
 
@@ -158,7 +162,7 @@ def fill_cache(
 
 
 def _run_pool(todo, n_workers: int, config: audio.AudioConfig, cache_dir: Path, done) -> None:
-    """Run ``todo`` [(track id, path, duration)] on a pool of spawned processes; ``done(track id, result)`` is
+    """Run ``todo`` [(track id, path, duration)] on a pool of processes; ``done(track id, result)`` is
     called in this process for each track.
 
     At most ``n_workers`` tracks are in flight, so when a worker dies (the pool breaks) the suspects are known:
@@ -168,7 +172,11 @@ def _run_pool(todo, n_workers: int, config: audio.AudioConfig, cache_dir: Path, 
     queue = deque(todo)
     suspects: deque = deque()
     deaths: dict[int, int] = {}
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads or a CUDA context
+    fork = sys.platform.startswith("linux")
+    ctx = multiprocessing.get_context("fork" if fork else "spawn")
+    if fork and any(Path(path).suffix.lower() in (".ogg", ".oga") and duration >= audio.WHOLE_FILE_FFMPEG_MIN_SECONDS
+                    for _, path, duration in todo):  # see audio.WHOLE_FILE_FFMPEG_SUBTYPES
+        import torchcodec.decoders  # noqa: F401 - once here instead of once per worker (1.5-3 s of CPU each)
     while queue or suspects:
         inflight: dict = {}
         lost: list = []
@@ -199,7 +207,11 @@ def _run_pool(todo, n_workers: int, config: audio.AudioConfig, cache_dir: Path, 
                 for future in inflight:
                     future.cancel()
                 raise
-        lost.extend(inflight.values())  # the pool is broken: whatever was in flight is lost with it
+        for future, item in inflight.items():  # the pool broke: what was still in flight is lost with it
+            if future.done() and future.exception() is None:
+                done(item[0], future.result())
+            else:
+                lost.append(item)
         for item in sorted(lost, key=lambda it: (-it[2], it[0])):
             tid = item[0]
             deaths[tid] = deaths.get(tid, 0) + 1

@@ -226,6 +226,9 @@ def test_the_pool_survives_a_worker_that_dies(library, tmp_path, monkeypatch):
     assert sum(name.endswith(".npy") for name in entries) == s["tracks"] - 2
 
 
+_WORK = cache_fill._work  # the real one: forked workers inherit the monkeypatched module attribute
+
+
 class _DyingWork:
     """A picklable stand-in for ``cache_fill._work`` that kills its worker process on one path."""
 
@@ -235,7 +238,7 @@ class _DyingWork:
     def __call__(self, path: str):
         if path == self.victim:
             os._exit(3)
-        return cache_fill._work(path)
+        return _WORK(path)
 
 
 def test_training_fills_the_cache_before_step_one(library, tmp_path, monkeypatch):
