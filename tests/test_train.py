@@ -336,3 +336,38 @@ def test_ddp_gradient_of_the_gathered_loss_equals_the_single_process_gradient(tm
     assert result.returncode == 0, result.stderr[-3000:]
     errors = [float(p.read_text()) for p in sorted(tmp_path.glob("relerr_*"))]
     assert len(errors) == 2 and max(errors) < 1e-9, errors
+
+
+def test_keep_best_saves_the_lowest_validation_loss_and_embed_uses_it(corpus, tmp_path):
+    from spotifai import embed
+
+    exp = tmp_path / "exp"
+    cfg = tiny_config(corpus, training={"steps": 8}, progress={"val_period": 2, "keep_best": True})
+    train.train_model(exp, config=cfg, multi_processing=False)
+    validation = [(s, v) for s, sp, v in train.read_history(exp) if sp == "validation"]
+    best_step, best_loss = min(validation, key=lambda row: row[1])
+    state = torch.load(exp / "checkpoints" / "best.pt", weights_only=True)
+    assert state["step"] == best_step and state["validation_loss"] == pytest.approx(best_loss, rel=1e-5)
+    assert "optimizer" not in state  # for inference only
+    summary = embed.embed_experiment(exp, batch_size=16, num_workers=0, progress=False)
+    assert summary["step"] == best_step
+    assert embed.embed_experiment(exp, checkpoint="latest", batch_size=16, num_workers=0, progress=False,
+                                  force=True)["step"] == 8
+    # an old config without the key reads as keep_best false: no best.pt
+    legacy = tiny_config(corpus, training={"steps": 4}, progress={"val_period": 2})
+    del legacy["progress"]["keep_best"]
+    train.train_model(tmp_path / "legacy", config=legacy, multi_processing=False)
+    assert not (tmp_path / "legacy" / "checkpoints" / "best.pt").exists()
+
+
+def test_augmented_training_is_deterministic_and_changes_the_run(corpus, tmp_path):
+    augment = {"gain_db": 6, "eq_db": 6, "noise_snr_db": 10, "mix_db": 6, "freq_mask": 4, "time_mask": 8}
+    runs = {}
+    for name, aug in (("a", augment), ("b", augment), ("plain", {})):
+        cfg = tiny_config(corpus, training={"steps": 4, "augment": aug}, progress={"val_period": 2})
+        train.train_model(tmp_path / name, config=cfg, multi_processing=False)
+        runs[name] = train.read_history(tmp_path / name)
+    assert runs["a"] == runs["b"]  # augmentation draws are a function of (seed, step, rank)
+    assert runs["a"] != runs["plain"]
+    with pytest.raises(train.ConfigError, match="training.augment"):
+        train.validate_config(tiny_config(corpus, training={"augment": {"gain_db": -3}}))
