@@ -4,7 +4,7 @@
 
 The tracks are those training would fill (the train and validation tracks of the demo config's split of the
 database; ``--limit N``: the first N of them by id); each ``--workers`` value fills a fresh temporary cache with
-:func:`spotifai.sampling.fill_cache` (1 = in this process). Reported per run: wall seconds, audio hours, x real
+:func:`spotifai.cache_fill.fill_cache` (1 = in this process). Reported per run: wall seconds, audio hours, x real
 time in total (audio seconds / wall seconds), per worker (total / workers) and per CPU-second (audio seconds /
 CPU seconds the workers spent decoding, which does not count their start-up); the load average is printed next
 to them because the machine may be shared. Target: >= 1,000x real time per core for whole tracks.
@@ -56,7 +56,7 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix="bench_fill_"))
         try:
             load0 = os.getloadavg()[0]
-            s = sampling.fill_cache(plan, audio_cfg, work / "cache", progress=False, workers=workers)
+            s = cache_fill.fill_cache(plan, audio_cfg, work / "cache", progress=False, workers=workers)
             size = sum(f.stat().st_size for f in (work / "cache").glob("*.npy"))
         finally:
             shutil.rmtree(work, ignore_errors=True)

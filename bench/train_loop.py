@@ -44,7 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spotifai import sampling, train  # noqa: E402
+from spotifai import cache_fill, sampling, train  # noqa: E402
 from spotifai.audio import AudioConfig  # noqa: E402
 
 
@@ -71,19 +71,19 @@ def _timed_run(experiment: Path, config: dict, prefill: bool = True) -> dict:
     """``train_model`` of a fresh experiment with the prefill's summary (``fill``; None without a prefill) and the
     wall seconds of the whole call (``wall_s``)."""
     fills: list[dict] = []
-    fill = sampling.fill_cache
+    fill = cache_fill.fill_cache
 
     def spy(*args, **kwargs):
         fills.append(fill(*args, **kwargs) if prefill else {})
         return fills[-1]
 
-    sampling.fill_cache = spy  # train_model calls sampling.fill_cache
+    cache_fill.fill_cache = spy  # train_model calls cache_fill.fill_cache
     try:
         t0 = time.perf_counter()
         summary = full_loop(experiment, config, 0)
         summary["wall_s"] = time.perf_counter() - t0
     finally:
-        sampling.fill_cache = fill
+        cache_fill.fill_cache = fill
     summary["fill"] = fills[0] if fills and prefill else None
     return summary
 
@@ -178,7 +178,7 @@ def main() -> int:
         audio_cfg = AudioConfig.from_dict(cfg["data"]["audio"])
 
         t0 = time.perf_counter()
-        fill = sampling.fill_cache(plan, audio_cfg, cache, progress=False)
+        fill = cache_fill.fill_cache(plan, audio_cfg, cache, progress=False)
         fill_s = time.perf_counter() - t0
         alone_runs, cached_runs = [], []
         for _ in range(args.rounds):  # interleaved, so that load changes hit both figures alike

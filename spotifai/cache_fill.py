@@ -1,6 +1,6 @@
 """Filling the patch cache before training: every track of a plan decoded once, on all cores.
 
-:func:`fill_cache` (also :func:`spotifai.sampling.fill_cache`) looks up the cache entry of every track of a
+:func:`fill_cache` looks up the cache entry of every track of a
 :class:`~spotifai.sampling.Plan`'s train and validation playlists, skips those already there (a ``.npy`` entry,
 or a ``.bad`` marker of a track that failed before), and computes the rest in a pool of worker processes, one per
 CPU, each on one torch thread and one decoder thread, longest tracks first. Each worker writes its own

@@ -35,7 +35,7 @@ file's absolute path, size and modification time; a random patch is then a slice
 pass no audio is decoded. Files are written to a temporary name and renamed, so a killed run never leaves a
 half-written entry. A track that fails to decode gets a small ``.bad`` marker with the reason, so it is not
 decoded again either. Several experiments may share one cache folder. Training fills the cache before its first
-step, in parallel processes (:func:`fill_cache`, :mod:`spotifai.cache_fill`); a source still computes a missing
+step, in parallel processes (:func:`spotifai.cache_fill.fill_cache`); a source still computes a missing
 entry itself when it meets one.
 
 Tracks that cannot be decoded (:class:`spotifai.audio.AudioError`) or are shorter than a patch are skipped and
@@ -324,18 +324,6 @@ class CachedPatchSource(PatchSource):
 def make_source(config: audio.AudioConfig, cache_dir: str | Path | None) -> PatchSource:
     """A cached source when ``cache_dir`` is given, else a decoding one."""
     return CachedPatchSource(config, cache_dir) if cache_dir is not None else PatchSource(config)
-
-
-def fill_cache(
-    plan: Plan, config: audio.AudioConfig, cache_dir: str | Path, progress: bool = True, workers: int | None = None
-) -> dict:
-    """Compute the cache entry of every track of the plan's train and validation playlists now (instead of
-    lazily during the first pass), in parallel worker processes: see :func:`spotifai.cache_fill.fill_cache`
-    (``workers``: None = one per CPU, fewer for small jobs; 0 or 1 = in this process). Returns {"tracks",
-    "cached", "decoded", "failed": {track id: reason}, "seconds", "audio_seconds", "cpu_seconds", "workers"}."""
-    from spotifai import cache_fill
-
-    return cache_fill.fill_cache(plan, config, cache_dir, progress=progress, workers=workers)
 
 
 # ----------------------------------------------------------------------------------------------- batches

@@ -72,7 +72,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from spotifai import atomic, database, sampling
+from spotifai import atomic, cache_fill, database, sampling
 from spotifai.audio import AudioConfig
 from spotifai.augment import AugmentConfig, augment_view, step_generator
 from spotifai.loss import playlist_and_track_loss
@@ -1077,8 +1077,8 @@ def train_model(
         cache = cache_path(experiment, cfg)
         if cache is not None:  # decode every track once, on all cores, before step 1 (cheap when the cache is warm)
             if rank == 0:
-                sampling.fill_cache(plan, AudioConfig.from_dict(cfg["data"]["audio"]), cache,
-                                    workers=None if multi_processing else 0)
+                cache_fill.fill_cache(plan, AudioConfig.from_dict(cfg["data"]["audio"]), cache,
+                                      workers=None if multi_processing else 0)
             if world > 1:
                 dist.barrier()
         runner = _Runner(experiment, cfg, plan, device, mixed_precision, multi_processing, rank, world)

@@ -91,8 +91,8 @@ def library(tmp_path_factory):
 def test_parallel_fill_equals_serial_fill_and_counts_bad_tracks(library, tmp_path):
     plan = _plan(library)
     n = len({t for m in (*plan.train.values(), *plan.validation.values()) for t in m})
-    serial = sampling.fill_cache(plan, AUDIO, tmp_path / "serial", progress=False, workers=0)
-    parallel = sampling.fill_cache(plan, AUDIO, tmp_path / "parallel", progress=False, workers=2)
+    serial = cache_fill.fill_cache(plan, AUDIO, tmp_path / "serial", progress=False, workers=0)
+    parallel = cache_fill.fill_cache(plan, AUDIO, tmp_path / "parallel", progress=False, workers=2)
     assert serial["workers"] == 1 and parallel["workers"] == 2
     for s in (serial, parallel):
         assert s["tracks"] == s["decoded"] == n and s["cached"] == 0
@@ -105,7 +105,7 @@ def test_parallel_fill_equals_serial_fill_and_counts_bad_tracks(library, tmp_pat
     assert sum(name.endswith(".bad") for name in entries) == 1
     _same_entries(entries, _entries(tmp_path / "parallel"))  # same files, same bytes of log-mel
     # warm: nothing is decoded again, the bad track is still reported
-    again = sampling.fill_cache(plan, AUDIO, tmp_path / "parallel", progress=False, workers=2)
+    again = cache_fill.fill_cache(plan, AUDIO, tmp_path / "parallel", progress=False, workers=2)
     assert again["decoded"] == 0 and again["cached"] == n - 1 and again["failed"] == parallel["failed"]
     assert again["audio_seconds"] == 0.0
 
@@ -114,7 +114,7 @@ def test_a_cached_patch_equals_a_windowed_decode(library, tmp_path, monkeypatch)
     """The contract of the cache, for every format of the library and the FFmpeg whole-file path of OGG."""
     monkeypatch.setattr(audio, "WHOLE_FILE_FFMPEG_MIN_SECONDS", 0.0)  # 3 s OGG files go through FFmpeg too
     plan = _plan(library)
-    sampling.fill_cache(plan, AUDIO, tmp_path / "cache", progress=False, workers=0)
+    cache_fill.fill_cache(plan, AUDIO, tmp_path / "cache", progress=False, workers=0)
     cached, direct = sampling.CachedPatchSource(AUDIO, tmp_path / "cache"), sampling.PatchSource(AUDIO)
     checked = 0
     for path, _ in plan.tracks.values():
@@ -164,7 +164,7 @@ def test_an_unexpected_error_in_one_track_is_counted_and_leaves_no_entry(library
         save(fh, data)
 
     monkeypatch.setattr(sampling.np, "save", failing_save)
-    s = sampling.fill_cache(plan, AUDIO, tmp_path, progress=False, workers=0)
+    s = cache_fill.fill_cache(plan, AUDIO, tmp_path, progress=False, workers=0)
     victims = [t for t, r in s["failed"].items() if "disk on fire" in r]
     assert len(victims) == 1 and len(s["failed"]) == 2  # and the corrupt file
     path = plan.tracks[victims[0]][0]
@@ -172,17 +172,17 @@ def test_an_unexpected_error_in_one_track_is_counted_and_leaves_no_entry(library
     assert sampling.CachedPatchSource(AUDIO, tmp_path).entry_state(path) == ("missing", "")  # no .bad either
     assert not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
     monkeypatch.undo()
-    again = sampling.fill_cache(plan, AUDIO, tmp_path, progress=False, workers=0)
+    again = cache_fill.fill_cache(plan, AUDIO, tmp_path, progress=False, workers=0)
     assert again["decoded"] == 1 and victims[0] not in again["failed"]
 
 
 _FILL_SCRIPT = """
 import sys
-from spotifai import audio, sampling
+from spotifai import audio, cache_fill, sampling
 plan = sampling.build_plan(sys.argv[1], audio.AudioConfig(n_mels=32, patch_frames=64),
                            validation_fraction=0.25, heldout_track_fraction=0.0)
-sampling.fill_cache(plan, audio.AudioConfig(n_mels=32, patch_frames=64), sys.argv[2], progress=False,
-                    workers=int(sys.argv[3]))
+cache_fill.fill_cache(plan, audio.AudioConfig(n_mels=32, patch_frames=64), sys.argv[2], progress=False,
+                      workers=int(sys.argv[3]))
 """
 
 
@@ -190,7 +190,7 @@ def test_a_killed_fill_leaves_whole_entries_and_the_next_one_finishes(tmp_path):
     db = make_library(tmp_path / "lib", n_playlists=4, per_playlist=4, seconds=12.0)
     plan = _plan(db)
     reference = tmp_path / "reference"
-    sampling.fill_cache(plan, AUDIO, reference, progress=False, workers=0)
+    cache_fill.fill_cache(plan, AUDIO, reference, progress=False, workers=0)
     cache = tmp_path / "cache"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-c", _FILL_SCRIPT, str(db), str(cache), "2"], env=env,
@@ -208,7 +208,7 @@ def test_a_killed_fill_leaves_whole_entries_and_the_next_one_finishes(tmp_path):
     assert present and set(present) <= set(ref)
     for name, value in present.items():  # whatever is there is a whole entry
         assert np.array_equal(value, ref[name]), name
-    s = sampling.fill_cache(plan, AUDIO, cache, progress=False, workers=0)
+    s = cache_fill.fill_cache(plan, AUDIO, cache, progress=False, workers=0)
     assert s["cached"] == len(present) and s["decoded"] == len(ref) - len(present)
     _same_entries(_entries(cache), ref)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from synth_playlists import make_corpus
 
-from spotifai import audio, database, sampling
+from spotifai import audio, cache_fill, database, sampling
 
 AUDIO = audio.AudioConfig(n_mels=32, patch_frames=64)
 
@@ -158,10 +158,10 @@ def test_patch_cache_gives_the_same_patches_as_decoding(corpus, tmp_path, monkey
 def test_fill_cache_counts_failures(tmp_path):
     db = make_corpus(tmp_path, n_playlists=3, tracks_per_playlist=3, seconds=1.5, corrupt=1)
     plan = sampling.build_plan(db, AUDIO, validation_fraction=0.0, heldout_track_fraction=0.0)
-    summary = sampling.fill_cache(plan, AUDIO, tmp_path / "cache", progress=False)
+    summary = cache_fill.fill_cache(plan, AUDIO, tmp_path / "cache", progress=False)
     assert summary["tracks"] == 9 and summary["decoded"] == 9 and len(summary["failed"]) == 1
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 8 and len(list((tmp_path / "cache").glob("*.bad"))) == 1
-    again = sampling.fill_cache(plan, AUDIO, tmp_path / "cache", progress=False)
+    again = cache_fill.fill_cache(plan, AUDIO, tmp_path / "cache", progress=False)
     assert again["decoded"] == 0 and len(again["failed"]) == 1
 
 
