@@ -131,11 +131,11 @@ def _whole_track_mel(path: str, audio_config, cache_dir: str | Path | None, sour
     """(n_mels, frames) float32 normalized log-mel of the whole track: read from the patch cache when
     ``cache_dir`` is given (computed and stored on a miss; float16 values, see :mod:`spotifai.sampling`), else
     decoded. ``source`` is a one-element list holding this process's cache reader (made on first use)."""
-    from spotifai.audio import LogMel, load_audio
+    from spotifai.audio import _logmel, load_audio
 
     if cache_dir is None:
         with torch.inference_mode():
-            return LogMel(audio_config.n_mels)(load_audio(path))
+            return _logmel(audio_config.n_mels, "cpu")(load_audio(path))  # one filterbank per process
     if source[0] is None:
         from spotifai.sampling import CachedPatchSource
 
