@@ -874,7 +874,7 @@ class _Runner:
         if not self.augment.enabled:
             return batch
         gen = step_generator(self.config["data"]["seed"], batch["step"], self.rank)
-        half = int((batch["groups"] == batch["groups"][0]).sum())  # rows per playlist: mix across playlists
+        half = self.K // 2  # rows per playlist in a view: shifting by it mixes in another playlist's patch
         return {**batch, "mel_a": augment_view(batch["mel_a"], self.augment, gen, mix_shift=half),
                 "mel_b": augment_view(batch["mel_b"], self.augment, gen, mix_shift=half)}
 
