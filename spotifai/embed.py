@@ -33,6 +33,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -127,20 +128,25 @@ def select_patches(n_patches: int, max_patches: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n_patches - 1, max_patches).round().astype(np.int64))
 
 
-def _whole_track_mel(path: str, audio_config, cache_dir: str | Path | None, source: list) -> torch.Tensor:
+@lru_cache(maxsize=4)
+def _cache_reader(audio_config, cache_dir: str):
+    """This process's reader of the patch cache in ``cache_dir`` (made on first use, kept for its open maps)."""
+    from spotifai.sampling import CachedPatchSource
+
+    return CachedPatchSource(audio_config, cache_dir)
+
+
+def _whole_track_mel(path: str, audio_config, cache_dir: str | Path | None) -> torch.Tensor:
     """(n_mels, frames) float32 normalized log-mel of the whole track: read from the patch cache when
     ``cache_dir`` is given (computed and stored on a miss; float16 values, see :mod:`spotifai.sampling`), else
-    decoded. ``source`` is a one-element list holding this process's cache reader (made on first use)."""
+    decoded."""
     from spotifai.audio import _logmel, load_audio
 
     if cache_dir is None:
         with torch.inference_mode():
             return _logmel(audio_config.n_mels, "cpu")(load_audio(path))  # one filterbank per process
-    if source[0] is None:
-        from spotifai.sampling import CachedPatchSource
-
-        source[0] = CachedPatchSource(audio_config, cache_dir)
-    return torch.from_numpy(np.asarray(source[0].mel(path), dtype=np.float32))
+    mel = _cache_reader(audio_config, str(cache_dir)).mel(path)
+    return torch.from_numpy(np.asarray(mel, dtype=np.float32))
 
 
 class _TrackPatches(torch.utils.data.Dataset):
@@ -154,7 +160,6 @@ class _TrackPatches(torch.utils.data.Dataset):
         self.audio_config = audio_config
         self.max_patches = max_patches
         self.cache_dir = cache_dir
-        self._source: list = [None]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -170,7 +175,7 @@ class _TrackPatches(torch.utils.data.Dataset):
                 patches = track_patches(path, self.audio_config)
             else:
                 cfg = self.audio_config
-                mel = _whole_track_mel(path, cfg, self.cache_dir, self._source)
+                mel = _whole_track_mel(path, cfg, self.cache_dir)
                 patches = to_patches(mel, cfg.patch_frames, cfg.max_time_padding)
                 if patches.shape[0] == 0:
                     raise AudioError(path, f"too short: {mel.shape[-1]} frames for a {cfg.patch_frames}-frame patch")
@@ -526,7 +531,6 @@ class _TrackLogMelStats(torch.utils.data.Dataset):
         self.items = list(items)
         self.audio_config = audio_config
         self.cache_dir = cache_dir
-        self._source: list = [None]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -538,7 +542,7 @@ class _TrackLogMelStats(torch.utils.data.Dataset):
         try:
             if not path:
                 raise AudioError(path, "no audio file recorded for this track")
-            mel = _whole_track_mel(path, self.audio_config, self.cache_dir, self._source)
+            mel = _whole_track_mel(path, self.audio_config, self.cache_dir)
             if mel.shape[-1] < 2:
                 raise AudioError(path, "too short for log-mel statistics")
             return track_id, torch.cat([mel.mean(dim=-1), mel.std(dim=-1)]).float(), None
