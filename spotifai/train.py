@@ -628,21 +628,12 @@ def load_encoder(
     try:
         state, data = _read_checkpoint(path, device)
     except (FileNotFoundError, RuntimeError) as exc:
-        if checkpoint != "latest":
+        found = _newest_checkpoint(experiment) if checkpoint == "latest" else None  # reads, never writes
+        if found is None:
             raise
-        kept = sorted(_checkpoint_dir(experiment).glob("step_*.pt"), reverse=True)  # newest first
-        for older in kept:
-            try:
-                state, data = _read_checkpoint(older, device)
-            except RuntimeError as bad:
-                log.warning("%s", bad)
-                continue
-            log.warning("%s; using %s (step %d), the newest readable kept checkpoint", exc, older.name,
-                        state["step"])
-            path = older
-            break
-        else:
-            raise
+        path = found[1]
+        state, data = _read_checkpoint(path, device)
+        log.warning("%s; using %s (step %d), the newest readable kept checkpoint", exc, path.name, state["step"])
     config = validate_config(state["config"], str(path))
     model = AudioEncoder(EncoderConfig.from_dict(config["model"]))
     model.load_state_dict(state["model"])
