@@ -717,6 +717,20 @@ def _gather(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
+def batch_maker(
+    experiment: str | Path, config: dict, plan: sampling.Plan, split: str, *, rank: int = 0, world: int = 1
+) -> sampling.BatchMaker:
+    """The :class:`spotifai.sampling.BatchMaker` training uses for ``split`` ("train" | "validation") of an
+    experiment on ``rank`` of ``world`` (the loader benchmarks build theirs here too)."""
+    t, d = config["training"], config["data"]
+    return sampling.BatchMaker(
+        plan.train if split == "train" else plan.validation,
+        plan.tracks, AudioConfig.from_dict(d["audio"]), buffer_size=t["buffer_size"], batch_size=t["batch_size"],
+        seed=d["seed"], split=split, rank=rank, world_size=world, cache_dir=cache_path(Path(experiment), config),
+        same_track_views=t["track_weight"] > 0,
+    )
+
+
 class _Runner:
     """State of one training process (one rank)."""
 
@@ -775,13 +789,7 @@ class _Runner:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def maker(self, split: str) -> sampling.BatchMaker:
-        d = self.config["data"]
-        return sampling.BatchMaker(
-            self.plan.train if split == "train" else self.plan.validation,
-            self.plan.tracks, self.audio, buffer_size=self.P, batch_size=self.K, seed=d["seed"], split=split,
-            rank=self.rank, world_size=self.world, cache_dir=self.cache,
-            same_track_views=self.config["training"]["track_weight"] > 0,
-        )
+        return batch_maker(self.experiment, self.config, self.plan, split, rank=self.rank, world=self.world)
 
     def loss(self, model, batch: dict) -> torch.Tensor:
         """The Barlow Twins loss of the global batch (gathered over ranks) as a float32 scalar."""
