@@ -57,19 +57,33 @@ def run_chain(
     """Execute the chain; returns the time per notebook.
 
     ``parameters``: values passed to every notebook that declares them (e.g. data_dir, experiment,
-    figures_dir, device, force). ``only``: run just these notebooks (names like ``"03_loss_curves"``).
+    figures_dir, device, force); a name no notebook declares is a ValueError listing the declared ones (a typo
+    such as ``devise`` must not silently train on the CPU). ``only``: run just these notebooks (names like
+    ``"03_loss_curves"``); an unknown name is a ValueError listing the chain's notebooks.
     Relative paths inside the notebooks resolve against ``cwd`` (the repository root by default).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    chain_notebooks = notebooks(notebook_dir)
+    names = [nb.stem for nb in chain_notebooks]
+    wanted = None if only is None else {name.removesuffix(".ipynb") for name in only}
+    unknown = sorted((wanted or set()) - set(names))
+    if unknown:
+        raise ValueError(f"unknown notebook(s) {', '.join(map(repr, unknown))}: the chain has {', '.join(names)}")
+    declared_by = {nb.stem: declared_parameters(nb) for nb in chain_notebooks}
+    every = set().union(*declared_by.values())
+    unknown = sorted(set(parameters or {}) - every)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))}: the notebooks declare "
+                         f"{', '.join(sorted(every))}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     runs: list[NotebookRun] = []
-    for notebook in notebooks(notebook_dir):
-        if only and notebook.stem not in only:
+    for notebook in chain_notebooks:
+        if wanted is not None and notebook.stem not in wanted:
             continue
-        declared = declared_parameters(notebook)
+        declared = declared_by[notebook.stem]
         given = {k: v for k, v in (parameters or {}).items() if k in declared}
         output = output_dir / notebook.name
         log.info("running %s with %s", notebook.name, given)

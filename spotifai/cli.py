@@ -1,5 +1,11 @@
 """The ``spotifai`` command: one subcommand per stage. Argument parsing only; the work is in the modules.
 
+Conventions shared by the subcommands: ``--database`` is the music DB (``--db`` is kept as an alias),
+``--index`` an embedded ChromaDB folder and ``--chroma-host``/``--chroma-port`` a Chroma server (``--path``,
+``--host`` and ``--port`` are kept as aliases where they meant that), ``--device`` is cpu, cuda or cuda:N
+(checked by :mod:`spotifai.devices`), and options that take files accept several values (``--m3u a.m3u b.m3u``,
+shell globs). Subcommands are listed in pipeline order (:data:`PIPELINE`).
+
 Each subcommand is an ``_add_<name>(subparsers)`` function that declares its arguments and sets
 ``func`` to a small runner that imports its module lazily (so ``spotifai --help`` does not import torch).
 """
@@ -12,12 +18,97 @@ import logging
 import sys
 from pathlib import Path
 
+DESCRIPTION = (
+    "spotifai: learn what music sounds like from how people group it. Pipeline: build or ingest a music DB, "
+    "train an encoder on its playlists, embed every track, index the vectors, then find similar tracks "
+    "(for stored tracks or any audio file), evaluate, serve the web demo, or run the notebook chain."
+)
+
 
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+def _device(name: str) -> str:
+    from spotifai.devices import check_device
+
+    return check_device(name)
+
+
+def _database_arg(p, required: bool, help: str) -> None:
+    p.add_argument("--database", "--db", dest="database", type=Path, required=required, help=help)
+
+
 # ------------------------------------------------------------------------------------------ subcommands
+
+
+def _existing(experiment: Path) -> Path:
+    """An experiment folder that must exist already (a typo must not create one)."""
+    if not Path(experiment).is_dir():
+        raise FileNotFoundError(f"{experiment}: no such experiment folder")
+    return Path(experiment)
+
+
+def _add_similar(sub) -> None:
+    p = sub.add_parser("similar", help="the K tracks most similar to any audio files (runs the model: cold start)")
+    p.add_argument("experiment", type=Path, help="experiment folder (its model and index)")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE", help="audio files (need not be in the DB)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--space", choices=["projections", "features"], default="projections")
+    p.add_argument("--model", type=Path, default=None, help="a model file from `spotifai export` instead of "
+                   "the experiment's checkpoint")
+    p.add_argument("--checkpoint", default="auto", help="auto, latest, best, a step or a .pt (as embed)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _index_client_args(p)
+
+    def run(args) -> int:
+        from spotifai import api
+        from spotifai.printable import printable
+
+        if args.k < 1:
+            raise ValueError(f"-k {args.k}: must be at least 1")
+        experiment = _existing(args.experiment)
+        model = api.load(args.model or experiment, experiment=experiment, checkpoint=args.checkpoint,
+                         device=_device(args.device), space=args.space, index_path=args.index,
+                         chroma_host=args.chroma_host, chroma_port=args.chroma_port)
+        model.index  # noqa: B018 - a missing index is an error before any file is decoded
+        vectors = model.embed_files(args.files, progress=sys.stderr.isatty() and len(args.files) > 1)
+        answers = []
+        for path, vec in zip(vectors.paths, vectors.vectors(args.space), strict=True):
+            answers.append({"file": path, "results": model.similar(vec, k=args.k, space=args.space)})
+        if args.json:
+            _print_json({"answers": answers, "failures": vectors.failures})
+        else:
+            for i, answer in enumerate(answers):
+                print(("\n" if i else "") + f"similar to {printable(answer['file'])}:")
+                for hit in answer["results"]:
+                    who = " · ".join(printable(hit[key]) for key in ("artist", "album") if hit.get(key))
+                    print(f"{hit['rank']:>3}. {hit['similarity']:.3f}  {printable(hit['title'])}"
+                          + (f" — {who}" if who else "") + f"  (track {hit['track_id']})")
+            for failure in vectors.failures:
+                print(f"spotifai similar: error: {printable(failure['path'])}: {printable(failure['reason'])}",
+                      file=sys.stderr)
+        return 1 if vectors.failures else 0
+
+    p.set_defaults(func=run)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write the trained encoder to one model file (weights + model and audio "
+                       "config; loadable with torch.load(weights_only=True) and spotifai.load)")
+    p.add_argument("experiment", type=Path)
+    p.add_argument("out", type=Path, help="the model file to write, e.g. model.pt")
+    p.add_argument("--checkpoint", default="auto", help="auto (best when kept, else latest), latest, best, a step")
+
+    def run(args) -> int:
+        from spotifai.export import export_model
+
+        checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
+        _print_json(export_model(_existing(args.experiment), args.out, checkpoint))
+        return 0
+
+    p.set_defaults(func=run)
 
 
 def _add_demo_corpus(sub) -> None:
@@ -108,7 +199,7 @@ def _add_serve(sub) -> None:
 def _add_embed(sub) -> None:
     p = sub.add_parser("embed", help="full-song track vectors (features, projections) -> EXPERIMENT/embeddings.npz")
     p.add_argument("experiment", type=Path)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=64, help="patches per forward pass")
     p.add_argument("--max-patches", type=int, default=64, help="evenly spaced patches per long track (0 = all)")
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: spare cores)")
@@ -120,7 +211,7 @@ def _add_embed(sub) -> None:
         from spotifai import embed
 
         summary = embed.embed_experiment(
-            args.experiment, device=args.device, batch_size=args.batch_size,
+            _existing(args.experiment), device=_device(args.device), batch_size=args.batch_size,
             max_patches_per_track=args.max_patches or None, force=args.force, checkpoint=args.checkpoint,
             num_workers=args.workers,
         )
@@ -132,9 +223,12 @@ def _add_embed(sub) -> None:
 
 
 def _index_client_args(p) -> None:
-    p.add_argument("--path", type=Path, default=None, help="embedded ChromaDB folder (default EXPERIMENT/chroma)")
-    p.add_argument("--host", default=None, help="a Chroma server (`chroma run`) instead of a local folder")
-    p.add_argument("--port", type=int, default=None, help="the Chroma server's port (default 8000)")
+    p.add_argument("--index", "--path", dest="index", type=Path, default=None,
+                   help="embedded ChromaDB folder (default EXPERIMENT/chroma)")
+    p.add_argument("--chroma-host", "--host", dest="chroma_host", default=None,
+                   help="a Chroma server (`chroma run`) instead of a local folder")
+    p.add_argument("--chroma-port", "--port", dest="chroma_port", type=int, default=None,
+                   help="the Chroma server's port (default 8000)")
 
 
 def _add_index(sub) -> None:
@@ -149,9 +243,10 @@ def _add_index(sub) -> None:
     def run(args) -> int:
         from spotifai import index
 
+        _existing(args.experiment)
         hnsw = {k: v for k, v in (("ef_search", args.ef_search), ("ef_construction", args.ef_construction),
                                   ("max_neighbors", args.max_neighbors)) if v is not None}
-        _print_json(index.build_index(args.experiment, path=args.path, host=args.host, port=args.port,
+        _print_json(index.build_index(args.experiment, path=args.index, host=args.chroma_host, port=args.chroma_port,
                                       rebuild=args.rebuild, hnsw=hnsw or None))
         return 0
 
@@ -171,7 +266,7 @@ def _add_recommend(sub) -> None:
 
         try:
             recs = index.recommend(args.experiment, args.track_id, k=args.k, space=args.space,
-                                   path=args.path, host=args.host, port=args.port)
+                                   path=args.index, host=args.chroma_host, port=args.chroma_port)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from exc
         _print_json(recs)
@@ -183,7 +278,7 @@ def _add_recommend(sub) -> None:
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="retrieval metrics on held-out tracks -> EXPERIMENT/evaluation.json")
     p.add_argument("experiment", type=Path)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=64, help="patches per forward pass (random-weights baseline)")
     p.add_argument("--max-patches", type=int, default=64)
     p.add_argument("--workers", type=int, default=None)
@@ -197,7 +292,7 @@ def _add_evaluate(sub) -> None:
         from spotifai import evaluate
 
         results = evaluate.evaluate_experiment(
-            args.experiment, baselines=not args.no_baselines, device=args.device, batch_size=args.batch_size,
+            _existing(args.experiment), baselines=not args.no_baselines, device=_device(args.device), batch_size=args.batch_size,
             max_patches_per_track=args.max_patches or None, num_workers=args.workers, labels=args.labels,
             references=args.reference,
         )
@@ -216,11 +311,13 @@ def _add_ingest(sub) -> None:
     p = sub.add_parser(
         "ingest", help="add a music folder, M3U/CSV playlists or Million Playlist Dataset slices to the music DB"
     )
-    p.add_argument("--db", type=Path, required=True, help="music database (created if missing)")
-    p.add_argument("--folder", type=Path, action="append", default=[], help="music folder (repeatable)")
-    p.add_argument("--m3u", type=Path, action="append", default=[], help="M3U/M3U8 playlist (repeatable)")
-    p.add_argument("--csv", type=Path, action="append", default=[], help="CSV playlists: playlist,path or playlist,artist,title")
-    p.add_argument("--mpd", type=Path, action="append", default=[], help="mpd.slice.*.json file or folder (repeatable)")
+    _database_arg(p, True, "music database (created if missing)")
+    several = {"type": Path, "nargs": "+", "action": "extend", "default": []}
+    p.add_argument("--folder", **several, metavar="DIR", help="music folders (several values, repeatable)")
+    p.add_argument("--m3u", **several, metavar="FILE", help="M3U/M3U8 playlists (several values, e.g. a glob)")
+    p.add_argument("--csv", **several, metavar="FILE",
+                   help="CSV playlists: playlist,path or playlist,artist,title (several values)")
+    p.add_argument("--mpd", **several, metavar="PATH", help="mpd.slice.*.json files or folders (several values)")
     p.add_argument("--mpd-audio-map", type=Path, default=None, help="CSV/JSON mapping track_uri -> audio path")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
 
@@ -229,7 +326,7 @@ def _add_ingest(sub) -> None:
 
         if not (args.folder or args.m3u or args.csv or args.mpd or args.mpd_audio_map):
             raise ValueError("nothing to ingest: give --folder, --m3u, --csv, --mpd or --mpd-audio-map")
-        conn = database.connect(args.db)
+        conn = database.connect(args.database)
         try:
             summary = ingest.ingest(
                 conn, folders=args.folder, m3u=args.m3u, csv_files=args.csv, mpd=args.mpd,
@@ -269,7 +366,7 @@ def _add_real_corpus(sub) -> None:
 
 def _add_search(sub) -> None:
     p = sub.add_parser("search", help="search tracks by title, artist and album (typo tolerant)")
-    p.add_argument("--db", type=Path, required=True, help="music database")
+    _database_arg(p, True, "music database")
     p.add_argument("query", help="words to look for, e.g. \"shoes arctic\"")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--offset", type=int, default=0)
@@ -278,7 +375,7 @@ def _add_search(sub) -> None:
         from spotifai import database
         from spotifai.search import search
 
-        conn = database.connect(args.db, readonly=True)
+        conn = database.connect(args.database, readonly=True)
         try:
             _print_json(search(conn, args.query, limit=args.limit, offset=args.offset))
         finally:
@@ -297,7 +394,7 @@ def _add_train(sub) -> None:
     p.add_argument("experiment", type=Path, help="experiment folder, e.g. experiments/demo")
     p.add_argument("--database", type=Path, default=None, help="music DB for a new experiment")
     p.add_argument("--demo", action="store_true", help="new experiment: the small CPU demo config")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false", help="train in fp32")
     p.add_argument("--no-multi-processing", dest="multi_processing", action="store_false",
                    help="make batches in the training process (no loader workers)")
@@ -309,7 +406,7 @@ def _add_train(sub) -> None:
         from spotifai import train
 
         summary = train.train_command(
-            args.experiment, database=args.database, demo=args.demo, device=args.device,
+            args.experiment, database=args.database, demo=args.demo, device=_device(args.device),
             mixed_precision=args.mixed_precision, multi_processing=args.multi_processing, steps=args.steps,
         )
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 prints
@@ -322,13 +419,20 @@ def _add_train(sub) -> None:
 # ------------------------------------------------------------------------------------------------ main
 
 
+#: Subcommands in the order a user runs them (``spotifai --help`` lists them so).
+PIPELINE = ("demo-corpus", "real-corpus", "ingest", "search", "train", "embed", "index", "recommend", "similar",
+            "export", "evaluate", "serve", "chain")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spotifai", description=__doc__.splitlines()[0])
+    from spotifai import __version__
+
+    parser = argparse.ArgumentParser(prog="spotifai", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"spotifai {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, add in sorted(globals().items()):
-        if name.startswith("_add_") and callable(add):
-            add(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in PIPELINE:
+        globals()["_add_" + name.replace("-", "_")](sub)
     return parser
 
 

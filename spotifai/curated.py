@@ -38,13 +38,37 @@ def pick_tracks(conn: sqlite3.Connection, n_playlists: int = 4, per_playlist: in
     return picked
 
 
+def default_path(database_path: str | Path) -> Path:
+    """Where a corpus keeps its curated list: ``curated.json`` beside its music DB (as the demo corpus does)."""
+    return Path(database_path).parent / "curated.json"
+
+
+def _mismatch(conn: sqlite3.Connection, data: list[dict]) -> str | None:
+    """Why ``data`` does not describe the DB of ``conn`` (a track id that is missing or has another title or
+    artist), or None when every entry matches."""
+    from spotifai import database
+
+    for c in data:
+        row = database.track(conn, int(c["track_id"]))
+        if row is None:
+            return f"track {c['track_id']} is not in this database"
+        if (row["title"], row["artist"] or "") != (c["title"], c["artist"] or ""):
+            return f"track {c['track_id']} is {row['title']!r} here, not {c['title']!r}"
+    return None
+
+
 def curated_tracks(conn: sqlite3.Connection, path: str | Path | None) -> tuple[list[dict], str]:
     """The curated tracks of ``path`` (a JSON list of {symbol, track_id, title, artist, genre}) when it
-    exists, else :func:`pick_tracks`; and where they came from (for the figure captions). ValueError naming
-    the file when it is not such a list."""
-    if path is not None and Path(path).is_file():
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(data, list) or not all(isinstance(c, dict) and set(FIELDS) <= set(c) for c in data):
-            raise ValueError(f"{path}: expected a JSON list of objects with the keys {', '.join(FIELDS)}")
-        return data, f"curated in {path}"
-    return pick_tracks(conn), "picked: the most popular tracks of the largest playlists (no curated file)"
+    exists and describes this DB (each id has that title and artist), else :func:`pick_tracks`; and where they
+    came from, for the figure captions (when a file was not used, it says why). ValueError naming the file
+    when it is not such a list."""
+    picked = "picked: the most popular tracks of the largest playlists"
+    if path is None or not Path(path).is_file():
+        return pick_tracks(conn), f"{picked} (no curated file)"
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, list) or not all(isinstance(c, dict) and set(FIELDS) <= set(c) for c in data):
+        raise ValueError(f"{path}: expected a JSON list of objects with the keys {', '.join(FIELDS)}")
+    why = _mismatch(conn, data)
+    if why is not None:
+        return pick_tracks(conn), f"{picked} ({path} describes another database: {why})"
+    return data, f"curated in {path}"

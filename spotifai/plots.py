@@ -16,9 +16,21 @@ matplotlib.use("Agg")  # headless: papermill runs, CI, servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from spotifai import atomic  # noqa: E402
+
+
+def figures_folder(figures_dir: str | Path | None, experiment: str | Path) -> Path:
+    """Where a notebook writes its figures: ``figures_dir`` when given; else the report's ``figures/`` for the
+    demo experiment (``experiments/demo`` under the working directory: the main job) and
+    ``EXPERIMENT/figures`` for any other run, so an own-music run never overwrites the report's figures."""
+    if figures_dir:
+        return Path(figures_dir)
+    if Path(experiment).resolve() == (Path.cwd() / "experiments" / "demo").resolve():
+        return Path("figures")
+    return Path(experiment) / "figures"
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 130) -> Path:
@@ -71,20 +83,15 @@ def similarity_matrices(
     ``features``: (n, model_dim), ``projections``: (n, projection_dim), any scale (rows are L2-normalized here).
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 5), constrained_layout=True)
-    image = None
     for ax, vectors, name in zip(axes, (features, projections), ("features", "projections"), strict=True):
         v = np.asarray(vectors, dtype=np.float64)
         v = v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-12, None)
-        sim = v @ v.T
-        image = ax.imshow(sim, vmin=vmin, vmax=1.0, cmap="viridis")
-        ax.set_xticks(range(len(symbols)), symbols)
-        ax.set_yticks(range(len(symbols)), symbols)
+        sim = pd.DataFrame(v @ v.T, index=list(symbols), columns=list(symbols))
+        sns.heatmap(sim, vmin=vmin, vmax=1.0, cmap="viridis", annot=True, fmt=".2f", annot_kws={"fontsize": 7},
+                    square=True, cbar=False, ax=ax)
+        ax.tick_params(axis="y", rotation=0)
         ax.set_title(f"cosine similarity of {name}")
-        for i in range(len(symbols)):
-            for j in range(len(symbols)):
-                ax.text(j, i, f"{sim[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if sim[i, j] < (vmin + 1) / 2 + 0.25 else "black")
-    fig.colorbar(image, ax=list(axes), shrink=0.85, label="cosine similarity")
+    fig.colorbar(axes[0].collections[0], ax=list(axes), shrink=0.85, label="cosine similarity")
     return fig
 
 
@@ -96,16 +103,14 @@ def retrieval_bars(
 ) -> Figure:
     """Grouped bar chart: one group per metric, one bar per method (rows of ``table``, all of one ``scope``:
     "heldout" ranks held-out tracks among themselves, "catalogue" among every track)."""
-    methods = list(table[method_column])
     metrics = [m for m in metrics if m in table.columns]
+    long = table.melt(id_vars=[method_column], value_vars=metrics, var_name="metric", value_name="value")
+    long["metric"] = long["metric"].str.replace("_", " ")
     fig, ax = plt.subplots(figsize=(9, 4.2))
-    width = 0.8 / max(len(methods), 1)
-    x = np.arange(len(metrics))
-    for i, method in enumerate(methods):
-        values = table.loc[table[method_column] == method, metrics].to_numpy(dtype=float).ravel()
-        bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, label=method)
+    sns.barplot(long, x="metric", y="value", hue=method_column, errorbar=None, ax=ax)
+    for bars in ax.containers:
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
-    ax.set_xticks(x, [m.replace("_", " ") for m in metrics])
+    ax.set_xlabel("")
     ax.set_ylabel("precision (held-out queries, " + ("whole catalogue)" if scope == "catalogue" else "held-out tracks)"))
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, ncols=2)

@@ -36,9 +36,22 @@ def test_pick_tracks_takes_the_most_popular_of_the_largest_playlists(conn):
 def test_curated_file_wins_and_bad_files_are_errors(conn, tmp_path):
     path = tmp_path / "curated.json"
     assert curated.curated_tracks(conn, path)[1].startswith("picked")
-    mine = [{"symbol": "X", "track_id": 1, "title": "t", "artist": "a", "genre": "g"}]
+    row = conn.execute("SELECT t.id, t.title, ar.name FROM tracks t LEFT JOIN artists ar ON ar.id = t.artist_id"
+                       " ORDER BY t.id LIMIT 1").fetchone()
+    mine = [{"symbol": "X", "track_id": row[0], "title": row[1], "artist": row[2] or "", "genre": "g"}]
     path.write_text(json.dumps(mine))
     assert curated.curated_tracks(conn, path) == (mine, f"curated in {path}")
     path.write_text(json.dumps({"symbol": "X"}))
     with pytest.raises(ValueError, match="curated.json: expected a JSON list"):
         curated.curated_tracks(conn, path)
+
+
+def test_a_curated_file_of_another_database_is_not_used(conn, tmp_path):
+    """Issue 14: the demo corpus's curated.json must not label another library's tracks by id."""
+    path = tmp_path / "curated.json"
+    demo = [{"symbol": "A1", "track_id": 1, "title": "Comet of Pastel", "artist": "Violet Mirage", "genre": "dream pop"}]
+    path.write_text(json.dumps(demo))
+    tracks, origin = curated.curated_tracks(conn, path)
+    assert origin.startswith("picked") and "describes another database" in origin
+    assert all(c["title"] != "Comet of Pastel" for c in tracks) and tracks == curated.pick_tracks(conn)
+    assert curated.default_path(tmp_path / "lib" / "music.db") == tmp_path / "lib" / "curated.json"

@@ -79,6 +79,28 @@ def running_server(app, host: str = "127.0.0.1", port: int | None = None, timeou
         thread.join(timeout=10)
 
 
+def find_browser(browser: str | Path | None = None) -> tuple[str | None, str]:
+    """(Chromium executable, "") when a screenshot can be taken, else (None, why not): ``browser`` when given,
+    else :data:`CHROMIUM` or ``chromium`` / ``chromium-browser`` / ``google-chrome`` on the PATH; and Playwright
+    for Python (the dev extra) must be importable."""
+    import shutil
+
+    if browser:
+        found = str(browser) if Path(browser).is_file() else None
+        if found is None:
+            return None, f"{browser}: no such browser executable"
+    else:
+        names = ("chromium", "chromium-browser", "google-chrome")
+        found = CHROMIUM if Path(CHROMIUM).is_file() else next(filter(None, map(shutil.which, names)), None)
+        if found is None:
+            return None, "no Chromium found (install chromium, or pass its path as the browser parameter)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return None, "Playwright for Python is not installed (pip install -e '.[dev]')"
+    return found, ""
+
+
 def launch_chromium(playwright, executable_path: str = CHROMIUM):
     """The system Chromium, headless, no network side traffic."""
     if not Path(executable_path).exists():
