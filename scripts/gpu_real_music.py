@@ -7,8 +7,9 @@ On the GPU machine (repository root, with ``data/real-excerpts`` from ``scripts/
 
 relocates the excerpt DB, trains every variant of :data:`VARIANTS` in parallel (one process each, bf16, the
 patch cache filled first), embeds and evaluates each on the excerpts of the held-out tracks (a sanity check
-only), and writes to ``--out``: ``<variant>.best.<k>.pt`` (the best-validation weights, fp32, in shards of at
-most 14 MiB: the device returns files of at most 16 MiB) and ``runs.tgz`` (configs, histories, evaluations,
+only), and writes to ``--out``: ``<variant>.best.<k>.pt`` (the best-validation weights, weight matrices rounded
+to float16 and everything else float32, in shards of at most 14 MiB: the device returns at most 8 files of
+16 MiB, 64 MiB in all) and ``runs.tgz`` (configs, histories, evaluations,
 logs). A variant still training at ``--deadline`` seconds is stopped; its best weights so far are kept.
 
 Back here::
@@ -44,7 +45,7 @@ VARIANTS = {
     "full-aug": {"training": {"augment": AUGMENT}},
     "full-aug-p512": {"training": {"augment": {**AUGMENT, "time_mask": 64}}, "patch_frames": 512},
 }
-SHARD_BYTES = 14 << 20
+SHARD_BYTES = 15 << 20
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -89,6 +90,8 @@ def train(args) -> None:
         state = torch.load(best, map_location="cpu", weights_only=False)
         shards, current, size = [], {}, 0
         for key, tensor in state["model"].items():
+            if tensor.is_floating_point() and tensor.dim() >= 2:
+                tensor = tensor.half()  # the 64 MiB the device returns hold three variants only in half precision
             nbytes = tensor.numel() * tensor.element_size()
             if current and size + nbytes > SHARD_BYTES:
                 shards.append(current)
@@ -131,6 +134,7 @@ def join(args) -> None:
         model = dict(head["model"])
         for i in range(1, head["shards"]):
             model.update(torch.load(files / f"{name}.best.{i}.pt", map_location="cpu", weights_only=False)["model"])
+        model = {k: v.float() if v.is_floating_point() else v for k, v in model.items()}
         config = head["config"]
         config["data"]["database"] = str(Path(args.database).resolve())
         config["data"]["cache_dir"] = str(Path(args.database).resolve().parent / "patch-cache")  # shared by variants
