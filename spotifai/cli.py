@@ -176,6 +176,9 @@ def _add_serve(sub) -> None:
         help="also answer requests for this host name (default: localhost, 127.0.0.1, [::1] and --host); "
         "repeatable; '*' answers any (then a DNS-rebinding page can read the API)",
     )
+    p.add_argument("--no-uploads", dest="uploads", action="store_false",
+                   help="do not load the model: no 'similar to my file' uploads")
+    p.add_argument("--max-upload-mb", type=int, default=32, help="largest accepted upload in MB (default 32)")
 
     def run(args) -> int:
         from spotifai.app import serve
@@ -190,6 +193,8 @@ def _add_serve(sub) -> None:
             chroma_port=args.chroma_port if args.chroma_host else None,
             space=args.space,
             allowed_hosts=args.allowed_host,
+            uploads=args.uploads,
+            max_upload_bytes=args.max_upload_mb * 1024 * 1024,
         )
         return 0
 

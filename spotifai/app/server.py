@@ -7,8 +7,14 @@ API (every error is a JSON object ``{"detail": ...}``, never a stack trace):
   :data:`MAX_QUERY_CHARS` characters, ``limit`` in 1..:data:`MAX_LIMIT`, ``offset`` in 0..:data:`MAX_OFFSET`
   (422 outside). ``next_offset`` is null on the last page.
 * ``GET /api/tracks/{id}`` -> track metadata (no file path); 404 for unknown or non-integer ids.
-* ``GET /api/tracks/{id}/similar?k=10`` -> ``{track_id, k, results: [{id, title, artist, album, similarity}]}``,
-  nearest stored vectors in the index (cosine similarity, the track itself excluded), ``k`` in 1..:data:`MAX_K`.
+* ``GET /api/tracks/{id}/similar?k=10`` -> ``{track_id, k, reference, results: [{id, title, artist, album,
+  similarity, relative}]}``, nearest stored vectors in the index (cosine similarity, the track itself
+  excluded), ``k`` in 1..:data:`MAX_K`. Neighbours of a trained model are all close to 1, so each result also
+  has ``relative``: where its similarity lies between the query's :data:`REFERENCE_RANK`-th nearest track
+  (0; its similarity is ``reference``) and an identical vector (1); the page draws that as the bar.
+* ``POST /api/similar-to-file?k=10`` (the audio file as the body) -> ``{k, reference, results}`` as above
+  for a file that need not be in the DB: the experiment's model embeds it for this request only. Bounded
+  and refused as :mod:`spotifai.app.upload` describes (413, 415, 422; 503 while no model is loaded).
   404 when the track is unknown or has no vector; 503 with ``Retry-After`` while the index is still
   opening, 503 without it when the index could not be opened or its build never finished (an interrupted
   ``spotifai index``): the reason is given, without server paths (those go to the server log).
@@ -45,10 +51,11 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spotifai import database
-from spotifai.app import guards
+from spotifai.app import guards, upload
 from spotifai.app.guards import DEFAULT_ALLOWED_HOSTS
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,7 @@ MAX_LIMIT = 50
 MAX_OFFSET = 10_000
 MAX_K = 50
 INDEX_WAIT_S = 5.0  # how long a /similar request waits for an index that is still opening (then 503)
+REFERENCE_RANK = 50  # the bar of a neighbour is relative to the query's 50th nearest track
 
 #: Media types by file suffix (lower case). Anything else is served as application/octet-stream.
 AUDIO_MEDIA_TYPES = {
@@ -152,6 +160,11 @@ class IndexNeighbours:
 
     def similar(self, track_id: int, k: int) -> list[tuple[int, float]]:
         hits = self._index.recommend(track_id, k, self.space, metadata=False)  # KeyError when not indexed
+        return [(h["track_id"], h["similarity"]) for h in hits]
+
+    def nearest(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The ``k`` stored vectors nearest to ``vector`` (any vector of the space: an uploaded file's)."""
+        hits = self._index.query(np.asarray(vector, dtype=np.float32)[None], k, self.space, metadata=False)[0]
         return [(h["track_id"], h["similarity"]) for h in hits]
 
 
@@ -251,6 +264,8 @@ def create_app(
     space: str = "projections",
     neighbours: Neighbours | Callable[[], Neighbours] | None = None,
     allowed_hosts: tuple[str, ...] | list[str] | None = None,
+    uploads: bool = True,
+    max_upload_bytes: int = upload.MAX_UPLOAD_BYTES,
 ) -> FastAPI:
     """Build the demo app.
 
@@ -259,7 +274,8 @@ def create_app(
     or in the folder ``index_path``, or on a Chroma server at ``chroma_host``/``chroma_port``; ``space`` is ``"projections"`` or
     ``"features"``. ``neighbours`` replaces all of these with a ready backend (or a zero-argument factory),
     for tests. The index is opened in a background thread when the app starts. ``allowed_hosts``: the host
-    names answered (default :data:`DEFAULT_ALLOWED_HOSTS`; ``"*"`` in it: any).
+    names answered (default :data:`DEFAULT_ALLOWED_HOSTS`; ``"*"`` in it: any). ``uploads``: load the
+    experiment's model in the background for ``POST /api/similar-to-file`` (at most ``max_upload_bytes``).
     """
     db_path = Path(database_path)
     database.connect(db_path, readonly=True).close()  # fail fast, naming the file
@@ -276,6 +292,7 @@ def create_app(
         open_neighbours = None
 
     state = _State(db_path, open_neighbours)
+    embedder = upload.UploadEmbedder(experiment, space) if uploads and experiment is not None else None
     static = resources.files("spotifai.app").joinpath("static")
     pages = {name: static.joinpath(name).read_bytes() for name in _STATIC_FILES}
 
@@ -283,6 +300,8 @@ def create_app(
     async def lifespan(app: FastAPI):
         state.start_index()
         state.warm_up_search()
+        if embedder is not None:
+            embedder.start()
         yield
 
     app = FastAPI(title="spotifai Song Recommender", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
@@ -326,7 +345,8 @@ def create_app(
 
     @app.get("/api/health")
     def health() -> dict:
-        return {"status": "ok", "index": state.index_status}
+        return {"status": "ok", "index": state.index_status,
+                "uploads": embedder.status if embedder is not None else "off"}
 
     @app.get("/api/search")
     def search_tracks(
@@ -372,15 +392,48 @@ def create_app(
         conn = state.conn()
         if database.track(conn, tid) is None:
             raise HTTPException(status_code=404, detail="track not found")
+        neighbours = _ready_neighbours()
+        try:
+            pairs = neighbours.similar(tid, max(k, REFERENCE_RANK))
+        except KeyError:
+            raise HTTPException(status_code=404, detail="this track has no vector in the index") from None
+        return {"track_id": tid, "k": k, **_results(conn, [(t, s) for t, s in pairs if t != tid], k)}
+
+    @app.post("/api/similar-to-file")
+    async def similar_to_file(request: Request, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> Response:
+        try:
+            if embedder is None:
+                raise upload.UploadError(503, "uploads are off on this server")
+            upload.check_request(request.headers.get("content-type"), request.headers.get("content-length"),
+                                 max_upload_bytes)
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_upload_bytes:
+                    raise upload.UploadError(413, f"the file is larger than {max_upload_bytes // (1024 * 1024)} MB")
+                chunks.append(chunk)
+            data = b"".join(chunks)
+            suffix = upload.check_body(data, max_upload_bytes)
+            vector = await run_in_threadpool(embedder.embed, data, suffix)
+        except upload.UploadError as exc:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        neighbours = await run_in_threadpool(_ready_neighbours)
+        if not hasattr(neighbours, "nearest"):
+            raise HTTPException(status_code=503, detail="this index cannot search by vector")
+        pairs = await run_in_threadpool(neighbours.nearest, vector, max(k, REFERENCE_RANK))  # type: ignore[attr-defined]
+        return JSONResponse({"k": k, **await run_in_threadpool(_results, state.conn(), pairs, k)})
+
+    def _ready_neighbours() -> Neighbours:
         if not state.index_ready.wait(INDEX_WAIT_S):
             raise HTTPException(status_code=503, detail="the index is still opening", headers={"retry-after": "2"})
         if state.neighbours is None:
             raise HTTPException(status_code=503, detail=f"no index available ({state.index_status})")
-        try:
-            pairs = state.neighbours.similar(tid, k)
-        except KeyError:
-            raise HTTPException(status_code=404, detail="this track has no vector in the index") from None
-        by_id = {t["id"]: t for t in database.tracks(conn, [t for t, _ in pairs])}
+        return state.neighbours
+
+    def _results(conn: sqlite3.Connection, pairs: list[tuple[int, float]], k: int) -> dict:
+        """The first ``k`` of ``pairs`` with their metadata, and the bar's reference (see the module docstring)."""
+        reference = pairs[min(len(pairs), REFERENCE_RANK) - 1][1] if len(pairs) > k else None
+        by_id = {t["id"]: t for t in database.tracks(conn, [t for t, _ in pairs[:k]])}
         results = [
             {
                 "id": t,
@@ -388,12 +441,15 @@ def create_app(
                 "artist": by_id[t]["artist"],
                 "album": by_id[t]["album"],
                 "similarity": round(s, 4),
+                "relative": round(min(1.0, max(0.0, (s - reference) / (1 - reference))), 4)
+                if reference is not None and reference < 1 else round(max(0.0, s), 4),
                 "has_audio": bool(by_id[t]["audio_path"]) and (by_id[t]["duration"] or 0) > 0,
             }
-            for t, s in pairs
-            if t in by_id and t != tid
-        ][:k]
-        return {"track_id": tid, "k": k, "results": results}
+            for t, s in pairs[:k]
+            if t in by_id
+        ]
+        return {"reference": None if reference is None else round(reference, 4), "reference_rank":
+                min(len(pairs), REFERENCE_RANK), "results": results}
 
     @app.api_route("/api/tracks/{track_id}/audio", methods=["GET", "HEAD"])
     def track_audio(track_id: str, request: Request) -> Response:
@@ -451,6 +507,8 @@ def serve(
     space: str = "projections",
     log_level: str = "info",
     allowed_hosts: tuple[str, ...] | list[str] = (),
+    uploads: bool = True,
+    max_upload_bytes: int = upload.MAX_UPLOAD_BYTES,
 ) -> None:
     """Run the demo with uvicorn until interrupted (see :func:`create_app` for the arguments). Answered hosts:
     :data:`DEFAULT_ALLOWED_HOSTS`, ``host`` itself unless it is a wildcard address, and ``allowed_hosts``."""
@@ -466,6 +524,8 @@ def serve(
         chroma_port=chroma_port,
         space=space,
         allowed_hosts=(*DEFAULT_ALLOWED_HOSTS, *(f"[{h}]" if ":" in h else h for h in extra), *allowed_hosts),
+        uploads=uploads,
+        max_upload_bytes=max_upload_bytes,
     )
     log.info("app built in %.2f s; open http://%s:%d/", time.perf_counter() - start, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -11,8 +11,9 @@ const els = {
   q: $("q"), status: $("search-status"), results: $("results"), more: $("more"),
   empty: $("empty"), selected: $("selected"), selTitle: $("sel-title"), selMeta: $("sel-meta"),
   selPlay: $("sel-play"), selAudio: $("sel-audio"), similar: $("similar"), simStatus: $("similar-status"),
-  preview: $("preview-audio"),
+  preview: $("preview-audio"), file: $("file"), drop: $("drop"), upStatus: $("upload-status"),
 };
+const MAX_UPLOAD_BYTES = 32 * 1024 * 1024;
 
 let query = "";
 let nextOffset = null;
@@ -168,16 +169,69 @@ function similarItem(t) {
   info.appendChild(el("span", "title", t.title));
   info.appendChild(el("span", "meta", metaLine(t)));
   info.addEventListener("click", () => selectTrack(t.id));
-  const sim = el("span", "sim", t.similarity.toFixed(2));
-  sim.title = "cosine similarity of the two songs' vectors (1 = same direction)";
+  const sim = el("span", "sim", t.similarity.toFixed(3));
+  sim.title = "cosine similarity of the two songs' vectors (1 = same direction); the bar places it between "
+    + "the query's 50th most similar song (empty) and an identical song (full)";
   const bar = el("span", "bar");
   const fill = el("span");
-  fill.style.width = `${Math.max(0, Math.min(1, t.similarity)) * 100}%`;
+  const relative = typeof t.relative === "number" ? t.relative : t.similarity;
+  fill.style.width = `${Math.max(0, Math.min(1, relative)) * 100}%`;
   bar.appendChild(fill);
   sim.appendChild(bar);
   li.append(play, info, sim);
   return li;
 }
+
+// ------------------------------------------------------------------------------ similar to a file
+
+async function similarToFile(file) {
+  const seq = ++selectSeq;
+  selectedId = null;
+  markActive();
+  stopPreview();
+  els.upStatus.classList.remove("error");
+  if (file.size > MAX_UPLOAD_BYTES) {
+    els.upStatus.classList.add("error");
+    els.upStatus.textContent = `${file.name}: larger than 32 MB`;
+    return;
+  }
+  els.upStatus.textContent = `Listening to ${file.name}…`;
+  try {
+    const response = await fetch(`/api/similar-to-file?k=${SIMILAR_K}`, {
+      method: "POST", body: file, headers: { "Content-Type": "application/octet-stream", Accept: "application/json" },
+    });
+    let body = null;
+    try { body = await response.json(); } catch (_) { body = null; }
+    if (seq !== selectSeq) return;
+    if (!response.ok) throw new Error(body && typeof body.detail === "string" ? body.detail : response.statusText);
+    els.upStatus.textContent = "";
+    els.empty.hidden = true;
+    els.selected.hidden = false;
+    els.selTitle.textContent = file.name;
+    els.selMeta.textContent = "your file (not in the library)";
+    els.selAudio.pause();
+    els.selAudio.removeAttribute("src");
+    els.selPlay.disabled = true;
+    els.similar.replaceChildren();
+    for (const t of body.results) els.similar.appendChild(similarItem(t));
+    els.simStatus.textContent = body.results.length ? "" : "No similar songs in the index.";
+  } catch (err) {
+    if (seq !== selectSeq) return;
+    els.upStatus.classList.add("error");
+    els.upStatus.textContent = `${file.name}: ${err.message}`;
+  } finally {
+    els.file.value = "";
+  }
+}
+
+els.file.addEventListener("change", () => { if (els.file.files.length) similarToFile(els.file.files[0]); });
+els.drop.addEventListener("dragover", (event) => { event.preventDefault(); els.drop.classList.add("over"); });
+els.drop.addEventListener("dragleave", () => els.drop.classList.remove("over"));
+els.drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  els.drop.classList.remove("over");
+  if (event.dataTransfer.files.length) similarToFile(event.dataTransfer.files[0]);
+});
 
 // ---------------------------------------------------------------------------------------- playback
 
