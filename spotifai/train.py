@@ -23,7 +23,10 @@ Config keys (see :func:`default_config`; every key is required, unknown keys are
   term; > 0 makes each playlist give K/2 tracks cut twice, see :mod:`spotifai.sampling`; 0 = playlist
   positives only; a config written before this key existed reads as 0, how it was trained),
   max_nonfinite_steps (consecutive non-finite losses that stop training), augment (the view augmentations,
-  :class:`spotifai.augment.AugmentConfig` fields; a config without it reads as no augmentation).
+  :class:`spotifai.augment.AugmentConfig` fields; a config without it reads as no augmentation), compile
+  (``torch.compile`` the encoder for training steps, with fixed shapes; null = on for CUDA, off on CPU; a config
+  without the key reads as false; it changes speed, not what is trained, so an existing experiment may be
+  given another value, like training.steps).
 * ``data``: database, seed, validation_fraction, heldout_track_fraction, min_tracks (passed to
   :func:`spotifai.database.split`), audio (:class:`spotifai.audio.AudioConfig` fields), patch_cache (bool),
   cache_dir (str or null = "cache" in the experiment), num_workers (DataLoader workers per rank),
@@ -117,6 +120,7 @@ _SCHEMA: dict[str, dict[str, tuple]] = {
         "track_weight": (float,),
         "max_nonfinite_steps": (int,),
         "augment": (dict,),
+        "compile": (bool, type(None)),
     },
     "data": {
         "database": (str,),
@@ -143,7 +147,7 @@ _SECTIONS = ("model", "optimizer", "training", "data", "progress")
 # Keys added after experiments were first written, with the value that reproduces how those were trained
 # (so an old experiment still loads, resumes and embeds exactly as before).
 _LEGACY_DEFAULTS: dict[str, dict] = {
-    "training": {"track_weight": 0.0, "augment": {}},
+    "training": {"track_weight": 0.0, "augment": {}, "compile": False},
     "data": {"validation_by": "playlists"},
     "progress": {"keep_best": False},
 }
@@ -166,6 +170,7 @@ def default_config(database: str | Path, **overrides) -> dict:
         "training": {
             "steps": 20000, "batch_size": 32, "buffer_size": 24, "precision": "bf16", "lambd": 5e-3,
             "track_weight": 2.0, "max_nonfinite_steps": 20, "augment": AugmentConfig().to_dict(),
+            "compile": None,
         },
         "data": {
             "database": str(Path(database).resolve()),
@@ -455,8 +460,8 @@ def create_experiment(experiment_path: str | Path, config: dict) -> dict:
     """Validate ``config`` and write it as the experiment's ``config.json`` (atomically); returns it.
 
     A new experiment's data is checked first (:func:`check_data`). If config.json already exists it must hold
-    the same config, except ``training.steps`` (which may be changed to extend or shorten a run); anything else
-    is a :class:`ConfigError` (use a new folder).
+    the same config, except ``training.steps`` (which may be changed to extend or shorten a run) and
+    ``training.compile``; anything else is a :class:`ConfigError` (use a new folder).
     """
     experiment = Path(experiment_path)
     cfg = validate_config(config, "config")
@@ -467,6 +472,7 @@ def create_experiment(experiment_path: str | Path, config: dict) -> dict:
         old = load_config(experiment)
         a, b = copy.deepcopy(old), copy.deepcopy(cfg)
         a["training"]["steps"] = b["training"]["steps"] = 0
+        a["training"]["compile"] = b["training"]["compile"] = None  # speed only: the new value is taken
         for c in (a, b):  # compare paths by where they point
             c["data"]["database"] = str(database_path(experiment, c).resolve())
         if a != b:
@@ -474,10 +480,12 @@ def create_experiment(experiment_path: str | Path, config: dict) -> dict:
                 f"{target}: the experiment exists with a different config; resume it with config=None or "
                 "use a new experiment folder"
             )
-        if old["training"]["steps"] == cfg["training"]["steps"]:
+        if all(old["training"][k] == cfg["training"][k] for k in ("steps", "compile")):
             return old
-        log.info("%s: training.steps %d -> %d", target, old["training"]["steps"], cfg["training"]["steps"])
-        old["training"]["steps"] = cfg["training"]["steps"]
+        for k in ("steps", "compile"):
+            if old["training"][k] != cfg["training"][k]:
+                log.info("%s: training.%s %s -> %s", target, k, old["training"][k], cfg["training"][k])
+                old["training"][k] = cfg["training"][k]
         cfg = old
     else:
         check_data(experiment, cfg)  # a new experiment with impossible data is not even created
@@ -555,6 +563,13 @@ def _save_best(experiment: Path, model: torch.nn.Module, config: dict, step: int
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "config": config, "step": step, "validation_loss": validation_loss}, buf)
     atomic.write_bytes(_checkpoint_dir(experiment) / f"{BEST_CHECKPOINT}.pt", buf.getvalue())
+
+
+def model_state(state_dict: dict) -> dict:
+    """A model state dict with the ``_orig_mod.`` prefixes of a ``torch.compile``-d module's keys removed, so
+    weights saved from a compiled or an eager encoder load into either."""
+    prefix = "_orig_mod."
+    return {k.replace(prefix, ""): v for k, v in state_dict.items()}
 
 
 def _load_state(path: Path, device: str = "cpu") -> dict:
@@ -636,7 +651,7 @@ def load_encoder(
         log.warning("%s; using %s (step %d), the newest readable kept checkpoint", exc, path.name, state["step"])
     config = validate_config(state["config"], str(path))
     model = AudioEncoder(EncoderConfig.from_dict(config["model"]))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(model_state(state["model"]))
     model.to(device).eval()
     info = {
         "step": int(state["step"]),
@@ -721,14 +736,46 @@ def batch_maker(
     experiment: str | Path, config: dict, plan: sampling.Plan, split: str, *, rank: int = 0, world: int = 1
 ) -> sampling.BatchMaker:
     """The :class:`spotifai.sampling.BatchMaker` training uses for ``split`` ("train" | "validation") of an
-    experiment on ``rank`` of ``world`` (the loader benchmarks build theirs here too)."""
+    experiment on ``rank`` of ``world`` (the loader benchmarks build theirs here too). With the patch cache on,
+    batches are float16 (the cache's values, cast exactly to float32 on the training device), else float32."""
     t, d = config["training"], config["data"]
+    cache = cache_path(Path(experiment), config)
     return sampling.BatchMaker(
         plan.train if split == "train" else plan.validation,
         plan.tracks, AudioConfig.from_dict(d["audio"]), buffer_size=t["buffer_size"], batch_size=t["batch_size"],
-        seed=d["seed"], split=split, rank=rank, world_size=world, cache_dir=cache_path(Path(experiment), config),
-        same_track_views=t["track_weight"] > 0,
+        seed=d["seed"], split=split, rank=rank, world_size=world, cache_dir=cache,
+        same_track_views=t["track_weight"] > 0, dtype=torch.float32 if cache is None else torch.float16,
     )
+
+
+def _defer_loss_reads(device: torch.device, grad_scaler: bool) -> bool:
+    """Whether training steps leave the loss on the device (see ``_Runner.flush``): on CUDA without a GradScaler
+    (fp16 keeps reading it at every step). The optimizer is then the fused AdamW, which can skip an update on
+    the device."""
+    return device.type == "cuda" and not grad_scaler
+
+
+def _prefetch_to_device(batches, device: torch.device):
+    """The batches of ``batches`` with their tensors on the CUDA ``device``, each copied (non-blocking, from the
+    loader's pinned memory, on a side stream) while the previous step runs."""
+    stream = torch.cuda.Stream(device)
+    keys = ("mel_a", "mel_b", "groups")
+
+    def upload(batch: dict) -> dict:
+        with torch.cuda.stream(stream):
+            return {**batch, **{k: batch[k].to(device, non_blocking=True) for k in keys}}
+
+    it = iter(batches)
+    nxt = next(it, None)
+    nxt = None if nxt is None else upload(nxt)
+    while nxt is not None:
+        current = torch.cuda.current_stream(device)
+        current.wait_stream(stream)
+        for k in keys:
+            nxt[k].record_stream(current)  # the copy's memory belongs to the compute stream from here on
+        batch, nxt = nxt, next(it, None)
+        nxt = None if nxt is None else upload(nxt)
+        yield batch
 
 
 class _Runner:
@@ -763,12 +810,17 @@ class _Runner:
                 self.model = DistributedDataParallel(self.raw_model, device_ids=[self.device.index])
             else:
                 self.model = DistributedDataParallel(self.raw_model)
+        # training.compile: the training steps run the compiled module (fixed shapes: every step's batch has
+        # the same P*K rows); validation and checkpoints use the eager raw_model (same weights, no recompiling)
+        self.compiled = self.device.type == "cuda" if t["compile"] is None else bool(t["compile"])
+        if self.compiled:
+            self.model = torch.compile(self.model, dynamic=False)
         decay = [p for n, p in self.raw_model.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in self.raw_model.named_parameters() if p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
             lr=o["learning_rate"],
-            fused=self.device.type == "cuda",
+            fused=self.device.type == "cuda" or _defer_loss_reads(self.device, precision == "fp16"),
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(o["warmup_steps"], t["steps"])
@@ -780,6 +832,12 @@ class _Runner:
         self.skipped_tracks: dict[int, str] = dict(plan.short_tracks)
         self.skipped_playlists: set[int] = set(plan.dropped_playlists)
         self.nonfinite = 0
+        # On CUDA without a GradScaler the loss is not read back at every step (that would make the host wait for
+        # the device): a non-finite loss skips the fused optimizer's update on the device (found_inf), and the
+        # losses are read in one go when the loop needs them (see flush).
+        self.deferred = _defer_loss_reads(self.device, self.scaler.is_enabled())
+        self.pending: list[tuple[int, torch.Tensor]] = []
+        self.last_loss = math.nan
 
     # -- pieces
 
@@ -791,12 +849,21 @@ class _Runner:
     def maker(self, split: str) -> sampling.BatchMaker:
         return batch_maker(self.experiment, self.config, self.plan, split, rank=self.rank, world=self.world)
 
+    def mels(self, batch: dict) -> torch.Tensor:
+        """``mel_a`` then ``mel_b`` as one float32 tensor on the device (batches may be float16, see
+        :func:`batch_maker`, and may already be on the device, see :func:`_prefetch_to_device`)."""
+        a, b = batch["mel_a"], batch["mel_b"]
+        nb = self.device.type == "cuda"
+        out = torch.empty((a.shape[0] + b.shape[0], *a.shape[1:]), dtype=torch.float32, device=self.device)
+        out[: a.shape[0]].copy_(a, non_blocking=nb)
+        out[a.shape[0]:].copy_(b, non_blocking=nb)
+        return out
+
     def loss(self, model, batch: dict) -> torch.Tensor:
         """The Barlow Twins loss of the global batch (gathered over ranks) as a float32 scalar."""
         n = batch["mel_a"].shape[0]
-        nb = self.device.type == "cuda"
-        mel = torch.cat([batch["mel_a"], batch["mel_b"]]).to(self.device, non_blocking=nb)
-        groups = batch["groups"].to(self.device) + self.rank * self.P
+        mel = self.mels(batch)
+        groups = batch["groups"].to(self.device, non_blocking=self.device.type == "cuda") + self.rank * self.P
         with self.autocast():
             z = model(mel, output="projections")
         z = z.float()
@@ -853,7 +920,7 @@ class _Runner:
         }
 
     def restore(self, state: dict) -> None:
-        self.raw_model.load_state_dict(state["model"])
+        self.raw_model.load_state_dict(model_state(state["model"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -874,13 +941,18 @@ class _Runner:
             return batch
         gen = step_generator(self.config["data"]["seed"], batch["step"], self.rank)
         half = self.K // 2  # rows per playlist in a view: shifting by it mixes in another playlist's patch
-        return {**batch, "mel_a": augment_view(batch["mel_a"], self.augment, gen, mix_shift=half),
-                "mel_b": augment_view(batch["mel_b"], self.augment, gen, mix_shift=half)}
+        nb = self.device.type == "cuda"
+        a, b = (batch[k].to(self.device, non_blocking=nb).float() for k in ("mel_a", "mel_b"))  # float32 views
+        return {**batch, "mel_a": augment_view(a, self.augment, gen, mix_shift=half),
+                "mel_b": augment_view(b, self.augment, gen, mix_shift=half)}
 
     def train_step(self, batch: dict) -> float:
         """One optimizer step on ``batch``; returns the loss (a non-finite loss skips the update, and
-        ``training.max_nonfinite_steps`` of them in a row raise RuntimeError)."""
+        ``training.max_nonfinite_steps`` of them in a row raise RuntimeError). With ``self.deferred`` the loss
+        stays on the device until :meth:`flush` and the last flushed loss is returned."""
         loss = self.loss(self.model, self.augmented(batch))
+        if self.deferred:
+            return self._deferred_step(loss, batch.get("step", self.step + 1))
         value = float(loss.detach())
         if math.isfinite(value):
             self.nonfinite = 0
@@ -905,7 +977,51 @@ class _Runner:
                 )
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        self.last_loss = value
         return value
+
+    def _deferred_step(self, loss: torch.Tensor, step: int) -> float:
+        """:meth:`train_step` without reading the loss back: the update of a non-finite loss is skipped by the
+        fused AdamW on the device (``found_inf``, as a GradScaler does), its clipped NaN gradients are dropped."""
+        detached = loss.detach()
+        loss.backward()
+        clip = self.config["optimizer"]["grad_clip"]
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
+        self.optimizer.found_inf = (~torch.isfinite(detached)).float()
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.pending.append((step, detached))
+        if len(self.pending) >= self.config["training"]["max_nonfinite_steps"]:
+            self.flush()
+        return self.last_loss
+
+    def flush(self) -> None:
+        """Read the pending losses of deferred steps (one device sync): finite ones join the loss window,
+        non-finite ones are counted (RuntimeError at ``training.max_nonfinite_steps`` in a row)."""
+        if not self.pending:
+            return
+        values = torch.stack([v for _, v in self.pending]).tolist()
+        steps = [s for s, _ in self.pending]
+        self.pending = []
+        for step, value in zip(steps, values, strict=True):
+            if math.isfinite(value):
+                self.nonfinite = 0
+                self.window.append(value)
+                self.last_loss = value
+                continue
+            self.nonfinite += 1
+            log.warning("step %d: non-finite loss (%s), step skipped (%d in a row)", step, value, self.nonfinite)
+            if self.nonfinite >= self.config["training"]["max_nonfinite_steps"]:
+                advice = "lower optimizer.learning_rate" + (
+                    "" if self.precision == "fp32" else f" or train in fp32 (this run uses {self.precision})")
+                raise RuntimeError(
+                    f"{self.experiment}: {self.nonfinite} non-finite losses in a row at step {step}; {advice}"
+                )
 
     # -- the loop
 
@@ -938,14 +1054,16 @@ class _Runner:
                 history_fh.write(_format_row(row))
                 history_fh.flush()
 
-        batches = iter(())
+        loader = batches = iter(())
         train_maker = self.maker("train")
         patches_per_step = train_maker.P * self.K * self.world
         if self.step < total:
-            batches = iter(sampling.make_loader(
+            loader = batches = iter(sampling.make_loader(
                 train_maker, self.step + 1, total + 1, num_workers=self.num_workers,
                 pin_memory=self.device.type == "cuda",
             ))
+            if self.device.type == "cuda":
+                batches = _prefetch_to_device(loader, self.device)
         bar = tqdm(total=total, initial=self.step, desc=f"train {self.experiment.name}", unit="step",
                    disable=not main, dynamic_ncols=True)
         try:
@@ -968,6 +1086,11 @@ class _Runner:
                 t_prev = now
 
                 final = step == total
+                kept = step % p["checkpoint_period"] == 0 or final
+                if (step % p["loss_window"] == 0 or kept or step % p["save_period"] == 0
+                        or (p["val_period"] and step % p["val_period"] == 0)):
+                    self.flush()  # deferred losses are read where the window, a checkpoint or the log needs them
+                    value = self.last_loss
                 if step % p["loss_window"] == 0 or final:
                     if self.window:
                         last_train = sum(self.window) / len(self.window)
@@ -981,7 +1104,6 @@ class _Runner:
                         last_val = v
                         add_row((step, "validation", v))
                     t_prev = time.perf_counter()
-                kept = step % p["checkpoint_period"] == 0 or final
                 if main and (kept or step % p["save_period"] == 0):
                     _save_checkpoint(self.experiment, self.state(), kept=kept)
                     t_prev = time.perf_counter()
@@ -995,7 +1117,7 @@ class _Runner:
             bar.close()
             if history_fh is not None:
                 history_fh.close()
-            shutdown = getattr(batches, "_shutdown_workers", None)
+            shutdown = getattr(loader, "_shutdown_workers", None)
             if shutdown is not None:
                 shutdown()
         return {
