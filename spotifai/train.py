@@ -748,6 +748,12 @@ def batch_maker(
     )
 
 
+def compile_backend() -> str:
+    """The ``torch.compile`` backend of ``training.compile``: "inductor", or the ``SPOTIFAI_COMPILE_BACKEND``
+    environment variable (e.g. "aot_eager": the same graphs without generated kernels, for quick checks)."""
+    return os.environ.get("SPOTIFAI_COMPILE_BACKEND", "inductor")
+
+
 def _defer_loss_reads(device: torch.device, grad_scaler: bool) -> bool:
     """Whether training steps leave the loss on the device (see ``_Runner.flush``): on CUDA without a GradScaler
     (fp16 keeps reading it at every step). The optimizer is then the fused AdamW, which can skip an update on
@@ -814,7 +820,7 @@ class _Runner:
         # the same P*K rows); validation and checkpoints use the eager raw_model (same weights, no recompiling)
         self.compiled = self.device.type == "cuda" if t["compile"] is None else bool(t["compile"])
         if self.compiled:
-            self.model = torch.compile(self.model, dynamic=False)
+            self.model = torch.compile(self.model, dynamic=False, backend=compile_backend())
         decay = [p for n, p in self.raw_model.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in self.raw_model.named_parameters() if p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
