@@ -140,3 +140,23 @@ def test_file_vector_equals_the_stored_vector_once_ingested(demo_experiment, tmp
     row = int(np.flatnonzero(stored.track_ids == tid)[0])
     assert float(stored.projections[row] @ model.embed_file(new)) >= 0.999
     assert float(stored.features[row] @ model.embed_file(new, space="features")) >= 0.999
+
+
+def test_explore_notebook_runs_with_a_held_out_file(demo_experiment, tmp_path):
+    import nbformat
+    import papermill
+
+    from spotifai import chain
+
+    out = tmp_path / "08.ipynb"
+    papermill.execute_notebook(
+        str(chain.NOTEBOOK_DIR / "08_explore.ipynb"), str(out), cwd=str(chain.ROOT), progress_bar=False,
+        kernel_name="python3",
+        parameters={"experiment": str(demo_experiment.experiment), "held_out_dir": str(tmp_path / "held_out")},
+    )
+    executed = nbformat.read(out, as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    players = [o for o in outputs if "text/html" in o.get("data", {}) and "<audio" in o["data"]["text/html"]]
+    assert len(players) == 2 + 5  # the searched track, the new file, its 5 neighbours
+    assert "neither it nor its artist is in the experiment's DB" in out.read_text()

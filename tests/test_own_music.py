@@ -137,7 +137,6 @@ def test_figures_of_a_non_demo_run_go_to_the_experiment(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_screenshot_notebook_skips_without_a_browser(tmp_path):
     import papermill
-
     from app_corpus import build_corpus
 
     corpus = build_corpus(tmp_path)
