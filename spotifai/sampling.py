@@ -285,6 +285,7 @@ class CachedPatchSource(PatchSource):
             arr = np.load(npy, mmap_mode="c")  # copy-on-write: torch can wrap it (never written)
         except (FileNotFoundError, ValueError, OSError):
             arr = self._compute(path, npy, bad)
+        arr = arr.view(np.ndarray)  # the same memory (kept mapped by .base), without np.memmap's per-slice cost
         self._open[key] = arr
         if len(self._open) > self.max_open:
             self._open.popitem(last=False)
