@@ -92,6 +92,10 @@ def load_embeddings(experiment_path: str | Path) -> Embeddings:
     path = embeddings_path(experiment_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no embeddings (run `spotifai embed {Path(experiment_path)}` first)")
+    return _read_npz(path)
+
+
+def _read_npz(path: Path) -> Embeddings:
     try:
         with np.load(path, allow_pickle=False) as z:
             return Embeddings(
@@ -107,7 +111,11 @@ def load_embeddings(experiment_path: str | Path) -> Embeddings:
 
 def save_embeddings(experiment_path: str | Path, emb: Embeddings) -> Path:
     """Write ``emb`` to ``experiments/<name>/embeddings.npz`` atomically."""
-    return atomic.write_with(embeddings_path(experiment_path), lambda fh: np.savez(
+    return _write_npz(embeddings_path(experiment_path), emb)
+
+
+def _write_npz(path: Path, emb: Embeddings) -> Path:
+    return atomic.write_with(path, lambda fh: np.savez(
         fh,
         track_ids=np.asarray(emb.track_ids, dtype=np.int64),
         features=np.asarray(emb.features, dtype=np.float32),
@@ -412,6 +420,70 @@ def default_num_workers(device: str | torch.device) -> int:
     return max(0, min(4, cores - 1))
 
 
+PART_GLOB = "embeddings.part-*.npz"
+
+
+def _part_path(experiment_path: Path, rank: int) -> Path:
+    return experiment_path / f"embeddings.part-{rank:05d}.npz"
+
+
+def _concat(parts: list[Embeddings], checkpoint_id: str, step: int) -> Embeddings:
+    """Rows of ``parts`` (later parts win for a repeated track id) sorted by track id."""
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        return Embeddings(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32),
+                          checkpoint_id, step)
+    ids = np.concatenate([p.track_ids for p in parts])
+    feats = np.concatenate([p.features for p in parts])
+    projs = np.concatenate([p.projections for p in parts])
+    last = {int(t): i for i, t in enumerate(ids)}
+    rows = np.array([last[t] for t in sorted(last)], dtype=np.int64)
+    return Embeddings(ids[rows], feats[rows], projs[rows], checkpoint_id, step)
+
+
+def _merge_parts(experiment_path: Path, checkpoint_id: str, step: int) -> int:
+    """Fold the shard files of a sharded run (``embeddings.part-*.npz``) made with ``checkpoint_id`` into
+    embeddings.npz (atomically; its rows of another checkpoint are dropped), then delete every shard file.
+    Returns the number of shard rows folded in."""
+    paths = sorted(experiment_path.glob(PART_GLOB))
+    parts = []
+    for path in paths:
+        try:
+            part = _read_npz(path)
+        except ValueError as exc:
+            log.warning("%s; ignored", exc)
+            continue
+        if part.checkpoint_id == checkpoint_id:
+            parts.append(part)
+    if parts:
+        base = None
+        if embeddings_path(experiment_path).is_file():
+            try:
+                base = load_embeddings(experiment_path)
+            except ValueError as exc:
+                log.warning("%s; replaced by the shards", exc)
+            if base is not None and base.checkpoint_id != checkpoint_id:
+                base = None
+        save_embeddings(experiment_path, _concat([base, *parts], checkpoint_id, step))
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return sum(len(p) for p in parts)
+
+
+def _distributed() -> tuple[int, int, bool]:
+    """(rank, world size, whether this call made the process group) under ``torchrun``; gloo: the ranks only
+    exchange small objects and wait for each other, whatever device embeds."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size(), True
+
+
 def embed_experiment(
     experiment_path: str | Path,
     device: str = "cpu",
@@ -434,11 +506,35 @@ def embed_experiment(
     Incremental (see module docstring); ``force`` re-embeds everything. Returns a summary: embedded (this
     run), skipped (already done with this checkpoint), failed (count) and failures (track_id, path, reason),
     total (rows in the file), checkpoint_id, step, seconds, seconds_decoding, seconds_model, path.
-    """
-    from spotifai.train import BEST_CHECKPOINT, CHECKPOINT_DIR, cache_path, load_encoder
 
+    Under ``torchrun --nproc_per_node=N -m spotifai.embed EXPERIMENT`` (WORLD_SIZE > 1) the tracks to embed
+    are sharded across the ranks (rank r takes every N-th one, on ``cuda:LOCAL_RANK`` when ``device`` is
+    "cuda"); each rank writes its vectors to ``embeddings.part-RANK.npz`` (also periodically, so an interrupted
+    run keeps its progress: the next run folds the shard files in first) and rank 0 merges them into the same
+    embeddings.npz a single process writes. Every rank returns the summary of the whole run.
+    """
     experiment_path = Path(experiment_path)
     t_start = time.perf_counter()
+    rank, world, owns_group = _distributed()
+    try:
+        if world > 1 and device == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        return _embed_experiment(experiment_path, device, batch_size, max_patches_per_track, force, checkpoint,
+                                 num_workers, progress and rank == 0, save_every, use_cache, t_start, rank, world)
+    finally:
+        if owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _embed_experiment(experiment_path: Path, device: str, batch_size: int, max_patches_per_track: int | None,
+                      force: bool, checkpoint: str, num_workers: int | None, progress: bool, save_every: int,
+                      use_cache: bool, t_start: float, rank: int, world: int) -> dict:
+    import torch.distributed as dist
+
+    from spotifai.train import BEST_CHECKPOINT, CHECKPOINT_DIR, cache_path, load_encoder
+
     if checkpoint == "auto":
         best = experiment_path / CHECKPOINT_DIR / f"{BEST_CHECKPOINT}.pt"
         checkpoint = BEST_CHECKPOINT if best.is_file() else "latest"
@@ -446,6 +542,10 @@ def embed_experiment(
     encoder.eval()
     checkpoint_id = str(info["checkpoint_id"])
     step = int(info.get("step", -1))
+    if rank == 0:  # shards of an interrupted sharded run: progress to keep
+        _merge_parts(experiment_path, checkpoint_id, step)
+    if world > 1:
+        dist.barrier()
     conn = database.connect(database_path(experiment_path, info["config"]), create=False, readonly=True)
     try:
         items = audio_items(conn)
@@ -468,6 +568,9 @@ def embed_experiment(
     have = set(old.track_ids.tolist()) if old is not None else set()
     todo = [(t, p) for t, p in items if t not in have]
     log.info("%d tracks with audio: %d already embedded, %d to embed", len(items), len(have), len(todo))
+    if world > 1:
+        todo = todo[rank::world]
+        log.info("rank %d of %d: %d tracks", rank, world, len(todo))
 
     def merged(res: EmbedResult) -> Embeddings:
         if old is None or len(old) == 0:
@@ -495,19 +598,37 @@ def embed_experiment(
         max_patches_per_track=max_patches_per_track,
         num_workers=min(num_workers, max(0, len(todo) - 1)),
         progress=progress,
-        on_chunk=lambda partial: save_embeddings(experiment_path, merged(partial)),
+        on_chunk=(lambda partial: save_embeddings(experiment_path, merged(partial))) if world == 1 else (
+            lambda partial: _write_npz(_part_path(experiment_path, rank), Embeddings(
+                partial.track_ids, partial.features, partial.projections, checkpoint_id, step))),
         chunk_tracks=save_every,
         cache_dir=cache_path(experiment_path, info["config"]) if use_cache else None,
     )
-    final = merged(res)
-    save_embeddings(experiment_path, final)
+    if world > 1:
+        _write_npz(_part_path(experiment_path, rank),
+                   Embeddings(res.track_ids, res.features, res.projections, checkpoint_id, step))
+        counts = [None] * world
+        dist.all_gather_object(counts, (int(len(res.track_ids)), res.failures, res.seconds_decoding,
+                                        res.seconds_model))
+        if rank == 0:
+            _merge_parts(experiment_path, checkpoint_id, step)
+        dist.barrier()
+        final = load_embeddings(experiment_path) if embeddings_path(experiment_path).is_file() else merged(res)
+        res = EmbedResult(res.track_ids, res.features, res.projections,
+                          failures=[f for c in counts for f in c[1]],
+                          seconds_decoding=max(c[2] for c in counts), seconds_model=max(c[3] for c in counts))
+        embedded = sum(c[0] for c in counts)
+    else:
+        final = merged(res)
+        save_embeddings(experiment_path, final)
+        embedded = int(len(res.track_ids))
     if res.failures:
         reasons: dict[str, int] = {}
         for f in res.failures:
             reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
         log.warning("%d tracks could not be embedded: %s", len(res.failures), reasons)
     return {
-        "embedded": int(len(res.track_ids)),
+        "embedded": embedded,
         "skipped": len(have),
         "failed": len(res.failures),
         "failures": res.failures,
@@ -595,3 +716,34 @@ def logmel_stats_vectors(
     if failed:
         log.warning("log-mel baseline: %d of %d tracks unreadable", failed, len(items))
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m spotifai.embed EXPERIMENT`` (also under ``torchrun --nproc_per_node=N``: sharded)."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m spotifai.embed", description="Embed an experiment's tracks.")
+    parser.add_argument("experiment", type=Path)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK under torchrun) or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=64, help="patches per forward pass")
+    parser.add_argument("--max-patches", type=int, default=64, help="evenly spaced patches per long track (0 = all)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding worker processes per rank")
+    parser.add_argument("--checkpoint", default="auto", help="auto, latest, best, a step or a .pt")
+    parser.add_argument("--force", action="store_true", help="re-embed every track")
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(levelname)s [rank {rank}] %(name)s: %(message)s")
+    summary = embed_experiment(args.experiment, device=args.device, batch_size=args.batch_size,
+                               max_patches_per_track=args.max_patches or None, force=args.force,
+                               checkpoint=args.checkpoint, num_workers=args.workers, progress=sys.stderr.isatty())
+    if rank == 0:
+        summary["failures"] = summary["failures"][:20]
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

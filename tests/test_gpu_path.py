@@ -231,3 +231,46 @@ def test_data_pipeline_bench_runs(corpus, tmp_path):
     assert [r["workers"] for r in out["runs"]] == [0, 1]
     worker_run = out["runs"][1]
     assert worker_run["batch_dtype"] == "float16" and worker_run["patches_per_worker_cpu_s"] > 0
+
+
+# ------------------------------------------------------------------------------------ sharded embedding
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_embed_like_one_and_shards_resume(corpus, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from spotifai import embed
+
+    one = tmp_path / "one"
+    train.train_model(one, config=tiny(corpus, training={"steps": 2}, progress={"val_period": 0}),
+                      multi_processing=False)
+    two, three = tmp_path / "two", tmp_path / "three"
+    shutil.copytree(one, two)
+    shutil.copytree(one, three)
+    embed.embed_experiment(one, progress=False, num_workers=0)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.pop("WORLD_SIZE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "spotifai.embed", str(two), "--workers", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    a, b = embed.load_embeddings(one), embed.load_embeddings(two)
+    assert summary["embedded"] == summary["total"] == len(a) > 0 and summary["failed"] == 0
+    assert np.array_equal(a.track_ids, b.track_ids) and a.checkpoint_id == b.checkpoint_id
+    for space in ("features", "projections"):
+        assert (a.vectors(space) * b.vectors(space)).sum(axis=1).min() >= 0.9999
+    assert not list(two.glob(embed.PART_GLOB))
+    # an interrupted sharded run leaves shard files: the next run (any number of processes) keeps their rows
+    half = len(a) // 2
+    embed._write_npz(embed._part_path(three, 1), embed.Embeddings(
+        a.track_ids[:half], a.features[:half], a.projections[:half], a.checkpoint_id, a.step))
+    again = embed.embed_experiment(three, progress=False, num_workers=0)
+    assert again["embedded"] == len(a) - half and again["total"] == len(a)
+    c = embed.load_embeddings(three)
+    assert np.array_equal(c.track_ids, a.track_ids) and not list(three.glob(embed.PART_GLOB))
