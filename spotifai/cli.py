@@ -288,6 +288,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--max-patches", type=int, default=64)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--no-baselines", action="store_true", help="evaluate the trained model only")
+    p.add_argument("--no-random-baseline", action="store_true",
+                   help="leave out the random-weights encoder (a second embedding pass; slow for big models on CPU)")
     p.add_argument("--labels", type=Path, default=None,
                    help="labels CSV (path,album,composer,...); default: labels.csv beside the music DB if present")
     p.add_argument("--reference", action="append", default=[], choices=["musicnn"],
@@ -299,7 +301,7 @@ def _add_evaluate(sub) -> None:
         results = evaluate.evaluate_experiment(
             _existing(args.experiment), baselines=not args.no_baselines, device=_device(args.device), batch_size=args.batch_size,
             max_patches_per_track=args.max_patches or None, num_workers=args.workers, labels=args.labels,
-            references=args.reference,
+            references=args.reference, random_baseline=not args.no_random_baseline,
         )
         table = evaluate.evaluation_table(results)
         cols = [c for c in table.columns if c in ("method", "scope") or c.endswith(("@5", "@10", "_map"))]

@@ -279,9 +279,11 @@ def _baseline_vectors(
     num_workers: int,
     seed: int,
     progress: bool,
+    random: bool = True,
 ) -> dict[str, np.ndarray]:
     """{random-features, random-projections, logmel-stats}: (N, d) rows for ``track_ids`` (NaN rows where a
-    track failed). Cached in ``experiments/<name>/baselines.npz``, keyed by the settings that make them."""
+    track failed; without ``random``: logmel-stats only). Cached in ``experiments/<name>/baselines.npz``, keyed by
+    the settings that make them (a cache with the random rows also serves a call without them)."""
     from spotifai.embed import embed_tracks, logmel_stats_vectors, random_encoder
     from spotifai.train import cache_path
 
@@ -296,9 +298,10 @@ def _baseline_vectors(
     if cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as z:
-                if str(z["key"]) == key and np.array_equal(z["track_ids"], track_ids):
+                names = ("random-features", "random-projections", "logmel-stats") if random else ("logmel-stats",)
+                if str(z["key"]) == key and np.array_equal(z["track_ids"], track_ids) and set(names) <= set(z.files):
                     log.info("baselines: using the cache %s", cache)
-                    return {name: z[name] for name in ("random-features", "random-projections", "logmel-stats")}
+                    return {name: z[name] for name in names}
         except (OSError, KeyError, ValueError) as exc:
             log.warning("%s: ignoring the baseline cache (%s)", cache, exc)
 
@@ -310,6 +313,11 @@ def _baseline_vectors(
                                       progress=progress, cache_dir=cache_dir)
     finally:
         conn.close()
+    if not random:
+        if not cache.is_file():  # never replace a cache that holds the random rows too
+            atomic.write_with(cache, lambda fh: np.savez(fh, key=np.array(key), track_ids=track_ids,
+                                                         **{"logmel-stats": logmel}))
+        return {"logmel-stats": logmel}
     res = embed_tracks(
         random_encoder(config["model"], seed=seed),
         items,
@@ -452,12 +460,15 @@ def evaluate_experiment(
     progress: bool = True,
     labels: str | Path | None = None,
     references: Sequence[str] = (),
+    random_baseline: bool = True,
 ) -> dict:
     """Evaluate the experiment's ``embeddings.npz`` (and the baselines) on its held-out tracks.
 
     ``labels``: a labels CSV (:func:`read_labels`; default: ``labels.csv`` beside the music DB when it exists)
     whose columns become ground truths next to playlist, artist, album and genre. ``references``: off-the-shelf
-    models to score too ("musicnn": its MSD model, see :mod:`spotifai.reference`).
+    models to score too ("musicnn": its MSD model, see :mod:`spotifai.reference`). ``random_baseline=False``
+    leaves out the random-weights encoder (a second embedding pass of the whole catalogue, slow for large models
+    on a CPU); the log-mel statistics are still computed when ``baselines``.
 
     Writes ``experiments/<name>/evaluation.json`` atomically and returns the same dict: experiment,
     checkpoint_id, step, ks, n_heldout, n_catalogue, n_playlists, labels (the file used or None), methods =
@@ -495,7 +506,7 @@ def evaluate_experiment(
     if baselines:
         methods.update(_baselines(experiment_path, config, db_path, catalogue, device=device, batch_size=batch_size,
                                   max_patches_per_track=max_patches_per_track, num_workers=num_workers,
-                                  seed=baseline_seed, progress=progress))
+                                  seed=baseline_seed, progress=progress, random=random_baseline))
     for name in references:
         methods[f"{name}-msd" if name == "musicnn" else name] = _reference_vectors(name, db_path, meta, catalogue)
 
@@ -547,9 +558,10 @@ def evaluate_experiment(
 
 def _baselines(
     experiment_path: Path, config: dict, db_path: Path, catalogue: np.ndarray, *, device: str, batch_size: int,
-    max_patches_per_track: int | None, num_workers: int | None, seed: int, progress: bool,
+    max_patches_per_track: int | None, num_workers: int | None, seed: int, progress: bool, random: bool = True,
 ) -> dict[str, np.ndarray]:
-    """The random-weights encoder's features and projections and the z-scored log-mel statistics."""
+    """The random-weights encoder's features and projections (when ``random``) and the z-scored log-mel
+    statistics."""
     from spotifai.audio import AudioConfig
     from spotifai.embed import default_num_workers
 
@@ -557,7 +569,7 @@ def _baselines(
         experiment_path, config, AudioConfig.from_dict(config["data"]["audio"]), db_path, catalogue,
         device=device, batch_size=batch_size, max_patches_per_track=max_patches_per_track,
         num_workers=default_num_workers(device) if num_workers is None else num_workers, seed=seed,
-        progress=progress,
+        progress=progress, random=random,
     )
     logmel = base.pop("logmel-stats")
     mu, sd = np.nanmean(logmel, axis=0), np.nanstd(logmel, axis=0)

@@ -146,6 +146,16 @@ def test_embed_index_recommend_evaluate_chain(tmp_path, capsys):
     # a second evaluation reuses the cached baselines and gives the same numbers
     again = ev.evaluate_experiment(exp, num_workers=0, progress=False)
     assert again["methods"] == results["methods"]
+    # without the random-weights encoder: the same log-mel numbers (from the cache), no random rows
+    (exp / "baselines.npz").unlink()
+    assert main(["evaluate", str(exp), "--workers", "0", "--no-random-baseline"]) == 0
+    lean = json.loads((exp / ev.EVALUATION_FILE).read_text())
+    assert set(lean["methods"]) == {"trained-projections", "trained-features", "logmel-stats"}
+    assert lean["methods"]["logmel-stats"] == results["methods"]["logmel-stats"]
+    with np.load(exp / "baselines.npz") as z:
+        assert "random-features" not in z.files  # a lean cache ...
+    full = ev.evaluate_experiment(exp, num_workers=0, progress=False)  # ... is not taken for a full evaluation
+    assert full["methods"] == results["methods"]
 
 
 def test_per_query_metrics_mark_undefined_queries():
