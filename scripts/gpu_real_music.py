@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 AUGMENT = {"gain_db": 6, "eq_db": 6, "noise_snr_db": 10, "mix_db": 6, "freq_mask": 10, "time_mask": 128}
 COMMON = {
     "optimizer": {"warmup_steps": 100},
-    "training": {"batch_size": 32, "buffer_size": 16, "precision": "bf16"},
+    "training": {"batch_size": 32, "buffer_size": 16, "precision": "bf16", "compile": False},
     "data": {"num_workers": 4},
     "progress": {"val_period": 50, "val_batches": 8, "save_period": 100, "checkpoint_period": 100000},
 }
@@ -63,13 +63,14 @@ def train(args) -> None:
     runs = Path(args.runs)
     procs = {}
     t0 = time.time()
-    for name, overrides in VARIANTS.items():
+    chosen = {name: VARIANTS[name] for name in args.variants}
+    for name, overrides in chosen.items():
         cmd = [sys.executable, "scripts/real_music_sweep.py", "--database", "data/real-excerpts/music.db",
                "--device", args.device, "--preset", args.preset, "--steps", str(args.steps), "--out", str(runs),
                "--variant", f"{name}={json.dumps(_merge(COMMON, overrides))}"]
         log = open(out / f"{name}.log", "w")  # noqa: SIM115 - closed when the process ends
         procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-        if name == next(iter(VARIANTS)):
+        if name == next(iter(chosen)) and len(chosen) > 1:
             time.sleep(20)  # the first one fills the patch cache; the others then find it warm
     for name, (proc, log) in procs.items():
         try:
@@ -82,7 +83,7 @@ def train(args) -> None:
         print(f"{name}: exit {proc.returncode} after {time.time() - t0:.0f} s", flush=True)
     import torch
 
-    for name in VARIANTS:
+    for name in chosen:
         best = runs / name / "checkpoints" / "best.pt"
         if not best.exists():
             print(f"{name}: no best.pt", flush=True)
@@ -106,7 +107,7 @@ def train(args) -> None:
         print(f"{name}: best step {state['step']} (validation loss {state['validation_loss']:.2f}), "
               f"{len(shards)} shards", flush=True)
     with tarfile.open(out / "runs.tgz", "w:gz") as tar:
-        for name in VARIANTS:
+        for name in chosen:
             for f in ("config.json", "history.csv", "evaluation.json", "embeddings.npz"):
                 p = runs / name / f
                 if p.exists():
@@ -114,7 +115,7 @@ def train(args) -> None:
             log = out / f"{name}.log"
             if log.exists():
                 tar.add(log, arcname=f"{name}/train.log")
-    for name in VARIANTS:
+    for name in chosen:
         (out / f"{name}.log").unlink(missing_ok=True)
 
 
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--out", required=True)
     t.add_argument("--runs", default="experiments/gpu", help="where the experiments are trained")
     t.add_argument("--steps", type=int, default=700)
+    t.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     t.add_argument("--device", default="cuda")
     t.add_argument("--preset", default="full", help="tiny: a smoke test of this script on a CPU")
     t.add_argument("--deadline", type=float, default=420.0, help="seconds after which training stops")
