@@ -244,7 +244,7 @@ def playable(src: Path, out: Path) -> tuple[Path, float]:
     """(file, seconds): ``src`` when the project's ingestion accepts it (its duration decodes the end of the file),
     else ``src`` decoded by Debian's ffmpeg to FLAC at ``out`` (libsndfile over-counts the frames of some MP3s
     without a Xing header, and ingestion rejects those as truncated)."""
-    from spotifai.ingest import UnreadableAudio, read_audio_file
+    from spotifai.ingest.audio_files import UnreadableAudio, read_audio_file
 
     try:
         return src, read_audio_file(src).duration

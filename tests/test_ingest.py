@@ -14,7 +14,8 @@ from mutagen.easyid3 import EasyID3
 
 from spotifai import database
 from spotifai.cli import main as cli_main
-from spotifai.ingest import Ingester, ingest, read_audio_file
+from spotifai.ingest import Ingester, ingest
+from spotifai.ingest.audio_files import read_audio_file
 
 RATE = 16000
 
