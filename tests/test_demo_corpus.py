@@ -9,6 +9,8 @@ import pytest
 import soundfile as sf
 
 from spotifai import database, demo_corpus
+from spotifai.demo_corpus import build as demo_build
+from spotifai.demo_corpus import catalogue, synthesis
 
 N_SMALL = 24
 
@@ -121,7 +123,7 @@ def test_skip_complete_and_atomic_rebuild_of_half_built(small, monkeypatch):
         (tmp / "music.db").write_text("half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo_corpus, "_build", interrupted)
+    monkeypatch.setattr(demo_build, "_build", interrupted)
     with pytest.raises(KeyboardInterrupt):
         demo_corpus.build_demo_corpus(directory, seed=0, n_tracks=N_SMALL)
     assert _digest(directory / "music.db") == db_before
@@ -147,11 +149,11 @@ def test_force_rebuild_is_deterministic(small):
 
 
 def test_plan_depends_on_seed_and_tiny_corpus_has_no_curated_list():
-    artists0, tracks0 = demo_corpus._plan(0, 16)
-    artists1, tracks1 = demo_corpus._plan(1, 16)
+    artists0, tracks0 = catalogue.plan(0, 16)
+    artists1, tracks1 = catalogue.plan(1, 16)
     assert [t["title"] for t in tracks0] != [t["title"] for t in tracks1]
-    assert demo_corpus._curate(artists1, tracks1) == []  # 2 tracks per artist: no A1-A3
-    playlists = demo_corpus._make_playlists(1, artists1, tracks1)
+    assert catalogue.curate(artists1, tracks1) == []  # 2 tracks per artist: no A1-A3
+    playlists = catalogue.make_playlists(1, artists1, tracks1)
     assert playlists and all(5 <= len(m) <= 40 for _, m in playlists)
 
 
@@ -178,8 +180,8 @@ def test_ogg_serial_fix_keeps_valid_crc():
     size = 27 + n_seg + sum(raw[27 : 27 + n_seg])
     page = bytearray(raw[:size])
     page[22:26] = b"\0\0\0\0"
-    assert demo_corpus._ogg_crc(bytes(page)) == int.from_bytes(raw[22:26], "little")
-    fixed = demo_corpus._fix_ogg_serial(raw, 1234)
+    assert synthesis._ogg_crc(bytes(page)) == int.from_bytes(raw[22:26], "little")
+    fixed = synthesis._fix_ogg_serial(raw, 1234)
     assert fixed[14:18] == (1234).to_bytes(4, "little")
     y, _ = sf.read(io.BytesIO(fixed), dtype="float32")
     assert len(y) == len(x)
