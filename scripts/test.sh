@@ -4,5 +4,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/install.sh"
 cd "$ROOT"
-ruff check spotifai tests bench
+ruff check spotifai tests bench scripts notebooks
 exec python -m pytest "$@"
