@@ -25,16 +25,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spotifai import cache_fill, sampling, train  # noqa: E402
+from spotifai import cache_fill, sampling  # noqa: E402
+from spotifai import experiment as experiments  # noqa: E402
 from spotifai.audio import AudioConfig  # noqa: E402
 
 
 def plan_for(database: Path, limit: int | None) -> tuple[sampling.Plan, AudioConfig]:
     """The plan training would use for ``database`` (demo config), cut to its first ``limit`` tracks."""
-    d = train.demo_config(database)["data"]
-    audio_cfg = AudioConfig.from_dict(d["audio"])
-    plan = sampling.build_plan(database, audio_cfg, seed=d["seed"], validation_fraction=d["validation_fraction"],
-                               heldout_track_fraction=d["heldout_track_fraction"], min_tracks=d["min_tracks"])
+    data = experiments.as_config(experiments.demo_config(database)).data
+    audio_cfg = data.audio
+    plan = sampling.build_plan(database, audio_cfg, **data.split_arguments)
     if limit is not None:
         keep = set(sorted({t for m in (*plan.train.values(), *plan.validation.values()) for t in m})[:limit])
         plan.train = {p: [t for t in m if t in keep] for p, m in plan.train.items()}

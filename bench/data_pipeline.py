@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spotifai import cache_fill, sampling, train  # noqa: E402
+from spotifai import experiment as experiments  # noqa: E402
 from spotifai.audio import AudioConfig  # noqa: E402
 
 
@@ -65,9 +66,9 @@ class _TimedMaker:
 
 def prepare(db: Path, preset: str, cache_dir: Path, work: Path, overrides: dict | None = None) -> tuple:
     """(config, plan, experiment folder, fill summary) of ``preset`` on ``db`` with its cache filled."""
-    base = train.preset_config(preset, db, overrides=overrides)
+    base = experiments.preset_config(preset, db, overrides=overrides)
     base["data"]["cache_dir"] = str(cache_dir.resolve())
-    cfg = train.validate_config(base)
+    cfg = experiments.validate_config(base)
     experiment = work / "exp"
     plan = train.check_data(experiment, train.create_experiment(experiment, cfg))
     fill = cache_fill.fill_cache(plan, AudioConfig.from_dict(cfg["data"]["audio"]), cache_dir.resolve(),
@@ -138,7 +139,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "demo", help="demo corpus folder")
     parser.add_argument("--database", type=Path, default=None, help="any music DB (default: the corpus's)")
-    parser.add_argument("--preset", default="full", choices=sorted(train.PRESETS))
+    parser.add_argument("--preset", default="full", choices=sorted(experiments.PRESETS))
     parser.add_argument("--workers", default="1,2", help="comma-separated loader worker counts")
     parser.add_argument("--steps", type=int, default=12, help="measured steps per worker count")
     parser.add_argument("--pin", action="store_true", help="pin_memory=True (as on CUDA)")
@@ -160,8 +161,8 @@ def main() -> int:
         "bench": "data_pipeline",
         "database": str(db),
         "preset": args.preset,
-        "config": {"n_mels": a["n_mels"], "patch_frames": a["patch_frames"], "buffer_size": t["buffer_size"],
-                   "batch_size": t["batch_size"], "pin_memory": args.pin},
+        "config": {"n_mels": a["n_mels"], "patch_frames": a["patch_frames"], "playlists_per_step": t["playlists_per_step"],
+                   "patches_per_playlist": t["patches_per_playlist"], "pin_memory": args.pin},
         "cache_fill": {"tracks": fill["tracks"], "decoded": fill["decoded"], "seconds": round(fill["seconds"], 1)},
         "runs": runs,
         "torch": torch.__version__,

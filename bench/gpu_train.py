@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import data_pipeline  # noqa: E402
 import torch  # noqa: E402
 
+from spotifai import experiment as experiments  # noqa: E402
 from spotifai import train  # noqa: E402
 
 T0 = time.perf_counter()
@@ -73,7 +74,7 @@ def _peak_gib(device: str) -> float | None:
 def _with(cfg: dict, **training) -> dict:
     out = json.loads(json.dumps(cfg))
     out["training"].update(training)
-    return train.validate_config(out)
+    return experiments.validate_config(out)
 
 
 def model_alone(experiment: Path, cfg: dict, plan, device: str, compiled: bool, steps: int, warmup: int) -> dict:
@@ -209,7 +210,7 @@ def main() -> int:
         t, a, m = cfg["training"], cfg["data"]["audio"], cfg["model"]
         result["config"] = {"n_mels": a["n_mels"], "patch_frames": a["patch_frames"], "model_dim": m["model_dim"],
                             "n_layers": m["n_layers"], "projection_dim": m["projection_dim"],
-                            "patches_per_step": t["buffer_size"] * t["batch_size"], "precision": t["precision"]}
+                            "patches_per_step": t["playlists_per_step"] * t["patches_per_playlist"], "precision": t["precision"]}
         result["loader"] = [section(f"loader {w} workers", data_pipeline.measure_loader, experiment, cfg, plan, w,
                                     loader_steps, pin_memory=on_cuda) for w in worker_counts]
         result["model_alone"] = {

@@ -281,7 +281,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.dim is None:
-        from spotifai.train import default_config  # imports torch: only when the dimension is not given
+        from spotifai.experiment import default_config
 
         args.dim = int(default_config("unused.db")["model"]["projection_dim"])
     hnsw = {**DEFAULT_HNSW, "ef_search": args.ef_search, "ef_construction": args.ef_construction,

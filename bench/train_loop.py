@@ -3,7 +3,7 @@
     .venv/bin/python bench/train_loop.py [--corpus data/demo | --database DB] [--steps 20]
     .venv/bin/python bench/train_loop.py --database data/real/music.db --cold [--cold-steps 100] [--lazy]
 
-Same config for all three (the demo config, :func:`spotifai.train.demo_config`):
+Same config for all three (the demo config, :func:`spotifai.experiment.demo_config`):
 
 * ``model_alone``: forward + loss + backward + AdamW step on pre-made tensors of one batch's shape
   (``_Runner.train_step``, the loop's own step), no data loading;
@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spotifai import cache_fill, sampling, train  # noqa: E402
+from spotifai import experiment as experiments  # noqa: E402
 from spotifai.audio import AudioConfig  # noqa: E402
 
 
@@ -90,12 +91,12 @@ def _timed_run(experiment: Path, config: dict, prefill: bool = True) -> dict:
 
 def cold_first_pass(args: argparse.Namespace, db: Path, work: Path) -> dict:
     """The ``--cold`` measurement (see the module docstring)."""
-    base = train.demo_config(db)
+    base = experiments.demo_config(db)
     base["training"]["steps"] = args.cold_steps
     base["progress"].update(val_period=0, save_period=10**6, checkpoint_period=10**6)
     base["data"]["cache_dir"] = str((work / "cache").resolve())
-    cfg = train.validate_config(base)
-    per_step = cfg["training"]["buffer_size"] * cfg["training"]["batch_size"]  # both views
+    cfg = experiments.validate_config(base)
+    per_step = cfg["training"]["playlists_per_step"] * cfg["training"]["patches_per_playlist"]  # both views
     patches = per_step * args.cold_steps
     cold = _timed_run(work / "cold", cfg)
     warm = _timed_run(work / "warm", cfg)
@@ -128,7 +129,7 @@ def cold_first_pass(args: argparse.Namespace, db: Path, work: Path) -> dict:
         "target_ratio": 0.5,
     }
     if args.lazy:  # the first pass as it was: no prefill, the loader workers decode whole tracks on first use
-        lazy_cfg = train.validate_config({**cfg, "data": {**cfg["data"], "cache_dir": str((work / "lazy").resolve())}})
+        lazy_cfg = experiments.validate_config({**cfg, "data": {**cfg["data"], "cache_dir": str((work / "lazy").resolve())}})
         lazy = _timed_run(work / "lazy_exp", lazy_cfg, prefill=False)
         result["lazy_steps_s"] = round(lazy["seconds"], 1)
         result["lazy_steps_patches_per_s"] = round(patches / lazy["seconds"], 1)
@@ -168,12 +169,12 @@ def main() -> int:
                           "load_average": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count()}))
         return 0
     try:
-        base = train.demo_config(db)
+        base = experiments.demo_config(db)
         base["training"]["steps"] = args.steps + 1  # the loop's first step (worker start) is not measured
         base["progress"].update(val_period=0, save_period=10**6, checkpoint_period=10**6)
         cache = (args.cache_dir or work / "cache").resolve()
         base["data"]["cache_dir"] = str(cache)
-        cfg = train.validate_config(base)
+        cfg = experiments.validate_config(base)
         plan = train.check_data(work / "exp", train.create_experiment(work / "exp", cfg))
         audio_cfg = AudioConfig.from_dict(cfg["data"]["audio"])
 
@@ -184,7 +185,7 @@ def main() -> int:
         for _ in range(args.rounds):  # interleaved, so that load changes hit both figures alike
             alone_runs.append(model_alone(work / "exp", cfg, plan, args.steps, args.warmup))
             cached_runs.append(full_loop(work / "cached", cfg, args.steps)["patches_per_second"])
-        uncached_cfg = train.validate_config({**cfg, "data": {**cfg["data"], "patch_cache": False}})
+        uncached_cfg = experiments.validate_config({**cfg, "data": {**cfg["data"], "patch_cache": False}})
         uncached_rate = full_loop(work / "uncached", uncached_cfg, args.steps)["patches_per_second"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -198,8 +199,8 @@ def main() -> int:
         "database": str(db),
         "config": {
             "n_mels": a["n_mels"], "patch_frames": a["patch_frames"], "model_dim": m["model_dim"],
-            "n_layers": m["n_layers"], "projection_dim": m["projection_dim"], "buffer_size": t["buffer_size"],
-            "batch_size": t["batch_size"], "precision": t["precision"], "num_workers": cfg["data"]["num_workers"],
+            "n_layers": m["n_layers"], "projection_dim": m["projection_dim"], "playlists_per_step": t["playlists_per_step"],
+            "patches_per_playlist": t["patches_per_playlist"], "precision": t["precision"], "num_workers": cfg["data"]["num_workers"],
             "torch_threads": torch.get_num_threads(),
         },
         "steps": args.steps,

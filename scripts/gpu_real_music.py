@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 AUGMENT = {"gain_db": 6, "eq_db": 6, "noise_snr_db": 10, "mix_db": 6, "freq_mask": 10, "time_mask": 128}
 COMMON = {
     "optimizer": {"warmup_steps": 100},
-    "training": {"batch_size": 32, "buffer_size": 16, "precision": "bf16", "compile": False},
+    "training": {"patches_per_playlist": 32, "playlists_per_step": 16, "precision": "bf16", "compile": False},
     "data": {"num_workers": 4},
     "progress": {"val_period": 50, "val_batches": 8, "save_period": 100, "checkpoint_period": 100000},
 }
@@ -123,7 +123,7 @@ def join(args) -> None:
     import torch
 
     from spotifai import atomic
-    from spotifai import train as trainer
+    from spotifai import experiment as experiments
 
     files = Path(args.files)
     target = Path(args.target)
@@ -139,7 +139,7 @@ def join(args) -> None:
         config = head["config"]
         config["data"]["database"] = str(Path(args.database).resolve())
         config["data"]["cache_dir"] = str(Path(args.database).resolve().parent / "patch-cache")  # shared by variants
-        config = trainer.validate_config(config, str(first))
+        config = experiments.validate_config(config, str(first))
         exp = target / name
         buf = io.BytesIO()
         torch.save({"model": model, "config": config, "step": head["step"],

@@ -20,7 +20,10 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from spotifai import embed, evaluate, train
+from spotifai import experiment as experiments
 
 METRICS = ("album_precision@5", "album_precision@10", "album_map", "composer_precision@5", "playlist_precision@5")
 
@@ -28,7 +31,7 @@ METRICS = ("album_precision@5", "album_precision@10", "album_map", "composer_pre
 def run_variant(name: str, overrides: dict, args) -> dict:
     exp = Path(args.out) / name
     t0 = time.perf_counter()
-    config = train.preset_config(args.preset, args.database, steps=args.steps, overrides=overrides)
+    config = experiments.preset_config(args.preset, args.database, steps=args.steps, overrides=overrides)
     summary = train.train_model(exp, config=config, device=args.device)
     t_train = time.perf_counter() - t0
     emb = embed.embed_experiment(exp, device=args.device, progress=False)
@@ -77,10 +80,43 @@ def table(out: Path, scope: str = "catalogue") -> str:
     return "\n".join(rows)
 
 
+def compare(a: Path, b: Path, space: str = "projections", metric: str = "album_precision@5") -> dict:
+    """Paired bootstrap of ``metric`` between two experiments' trained spaces on the same held-out queries
+    (catalogue scope, the same DB, split and labels; each must be embedded): difference a - b and ratio a / b."""
+    from spotifai import database
+
+    config = train.load_config(a)
+    db_path = embed.database_path(a, config)
+    ea, eb = embed.load_embeddings(a), embed.load_embeddings(b)
+    ids = np.intersect1d(ea.track_ids, eb.track_ids)
+    va, vb = ea.subset(ids.tolist()).vectors(space), eb.subset(ids.tolist()).vectors(space)
+    conn = database.connect(db_path, create=False, readonly=True)
+    try:
+        d = config["data"]
+        split = database.split(conn, seed=d["seed"], validation_fraction=d["validation_fraction"],
+                               heldout_track_fraction=d["heldout_track_fraction"], min_tracks=d["min_tracks"],
+                               validation_by=d["validation_by"])
+        paths = {int(r["id"]): str(Path(r["audio_path"]).resolve()) for r in database.tracks(conn, ids.tolist())}
+    finally:
+        conn.close()
+    labels = evaluate.read_labels(db_path.parent / evaluate.LABELS_FILE)
+    truth = metric.rsplit("_", 1)[0]
+    values = [labels.get(paths[int(t)], {}).get(truth, "") or None for t in ids]
+    q = np.array([i for i, t in enumerate(ids.tolist()) if t in set(split.heldout_tracks)], dtype=np.int64)
+    exclude = np.zeros((len(q), len(ids)), dtype=bool)
+    exclude[np.arange(len(q)), q] = True
+    relevance = {truth: evaluate.label_relevance([values[i] for i in q], values)}
+    per = [evaluate.per_query_metrics(v[q], v, relevance, exclude=exclude)[metric] for v in (va, vb)]
+    return {"a": str(a), "b": str(b), "space": space, "metric": metric, "n_queries": int(len(q)),
+            "a_mean": round(float(np.nanmean(per[0])), 4), "b_mean": round(float(np.nanmean(per[1])), 4),
+            **{stat: [round(x, 4) for x in evaluate.bootstrap_interval(per[0], baseline=per[1], statistic=stat)]
+               for stat in ("difference", "ratio")}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--database", default=None)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default="experiments/real")
     p.add_argument("--preset", default="real")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -88,8 +124,13 @@ def main() -> None:
     p.add_argument("--scopes", nargs="+", default=["catalogue"])
     p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON")
     p.add_argument("--table", action="store_true", help="print the markdown table of every evaluated experiment")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), type=Path,
+                   help="paired bootstrap of album precision@5 between two embedded experiments (one JSON line)")
+    p.add_argument("--space", default="projections", choices=["projections", "features"])
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.compare:
+        print(json.dumps(compare(*args.compare, space=args.space)))
     if args.table:
         print(table(Path(args.out), args.scopes[0]))
     for item in args.variant:

@@ -228,8 +228,7 @@ class Model:
     @property
     def database(self) -> Path:
         """The experiment's music DB."""
-        from spotifai.embed import database_path
-        from spotifai.train import load_config
+        from spotifai.experiment import database_path, load_config
 
         experiment = self._require_experiment("the music DB")
         return database_path(experiment, load_config(experiment))
@@ -290,10 +289,10 @@ def load(
     path = Path(path)
     index_args = {"index_path": index_path, "chroma_host": chroma_host, "chroma_port": chroma_port}
     if path.is_dir():
-        from spotifai.train import load_encoder
+        from spotifai.checkpoint import load_encoder, resolve
 
         export.check_experiment(path)
-        encoder, info = load_encoder(path, checkpoint=export.resolve_checkpoint(path, checkpoint), device=device)
+        encoder, info = load_encoder(path, checkpoint=resolve(path, checkpoint), device=device)
         return Model(encoder, info, experiment=experiment or path, device=device, space=space, **index_args)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such experiment folder or model file")
@@ -305,7 +304,7 @@ def load(
         encoder, info = export.read_model(state, path, device)
         return Model(encoder, info, experiment=experiment, device=device, space=space, **index_args)
     if isinstance(state, dict) and "model" in state and "config" in state:
-        from spotifai.train import load_encoder
+        from spotifai.checkpoint import load_encoder
 
         owner = path.resolve().parent.parent if path.resolve().parent.name == "checkpoints" else None
         if experiment is None and owner is not None and (owner / "config.json").is_file():

@@ -56,7 +56,7 @@ import logging
 import math
 import os
 import threading
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -65,14 +65,12 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from spotifai.configs import HOP_LENGTH, SAMPLE_RATE, AudioConfig
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-"""Target sample rate (Hz)."""
 WIN_LENGTH = 400
 """STFT window = FFT size, samples (25 ms at 16 kHz)."""
-HOP_LENGTH = 160
-"""STFT hop, samples (10 ms at 16 kHz): 100 frames per second."""
 N_FFT = WIN_LENGTH
 
 LOG_CEIL = 2.5
@@ -103,40 +101,6 @@ class AudioError(Exception):
 
     def __reduce__(self):  # picklable across worker processes
         return (type(self), (self.path, self.reason))
-
-
-@dataclass(frozen=True)
-class AudioConfig:
-    """Spectrogram/patch settings.  ``n_mels`` mel bands; ``patch_frames`` frames per patch (10 ms each);
-    ``max_time_padding`` the largest padded fraction allowed for the last patch of a track."""
-
-    n_mels: int = 80
-    patch_frames: int = 1024
-    max_time_padding: float = 0.25
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.n_mels, int) or self.n_mels <= 0:
-            raise ValueError(f"AudioConfig.n_mels must be a positive int, got {self.n_mels!r}")
-        if not isinstance(self.patch_frames, int) or self.patch_frames <= 0:
-            raise ValueError(f"AudioConfig.patch_frames must be a positive int, got {self.patch_frames!r}")
-        if not 0.0 <= float(self.max_time_padding) < 1.0:
-            raise ValueError(f"AudioConfig.max_time_padding must be in [0, 1), got {self.max_time_padding!r}")
-
-    @property
-    def patch_seconds(self) -> float:
-        """Duration of one patch in seconds."""
-        return self.patch_frames * HOP_LENGTH / SAMPLE_RATE
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AudioConfig:
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ValueError(f"unknown AudioConfig key {key!r} (known: {sorted(known)})")
-        return cls(**d)
 
 
 # ------------------------------------------------------------------------------------------------ decoding

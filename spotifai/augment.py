@@ -23,62 +23,11 @@ its batches exactly as an uninterrupted one. Validation batches are never augmen
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import torch
 
 from spotifai.audio import LOG_CEIL, LOG_CENTER, LOG_FLOOR, LOG_HALF_RANGE
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Strengths of the view augmentations (every 0 = off; :data:`NONE` switches all off).
-
-    ``gain_db``: gain drawn uniformly in ``[-gain_db, +gain_db]`` dB. ``eq_db``: largest boost or cut of the
-    random EQ curve, dB. ``noise_snr_db``: lowest signal-to-noise ratio of the added noise, dB (drawn up to 20 dB
-    higher; 0 = no noise). ``mix_db``: how much quieter, at least, the mixed-in patch of another playlist is, dB
-    (drawn up to 10 dB quieter still; 0 = no mixing). ``freq_mask`` / ``time_mask``: largest masked band, mel
-    bins / frames (0 = none). ``probability``: chance that a row is augmented at all (each row independently).
-    """
-
-    gain_db: float = 0.0
-    eq_db: float = 0.0
-    noise_snr_db: float = 0.0
-    mix_db: float = 0.0
-    freq_mask: int = 0
-    time_mask: int = 0
-    probability: float = 1.0
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            kind = int if f.type in (int, "int") else float
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-                raise ValueError(f"AugmentConfig.{f.name} must be a {kind.__name__}, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"AugmentConfig.{f.name} must be finite and >= 0, got {value!r}")
-        if self.probability > 1:
-            raise ValueError(f"AugmentConfig.probability must be in [0, 1], got {self.probability!r}")
-        if self.gain_db > 40 or self.eq_db > 40:
-            raise ValueError("AugmentConfig.gain_db and eq_db must be <= 40 dB")
-
-    @property
-    def enabled(self) -> bool:
-        return self.probability > 0 and any(
-            getattr(self, f.name) > 0 for f in fields(self) if f.name != "probability"
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AugmentConfig:
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ValueError(f"unknown augment key {key!r} (known: {', '.join(sorted(known))})")
-        return cls(**d)
-
+from spotifai.configs import AugmentConfig
 
 NONE = AugmentConfig()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -408,8 +409,6 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="set training.steps (e.g. extend a finished run)")
 
     def run(args) -> int:
-        import os
-
         from spotifai import train
 
         summary = train.train_command(
@@ -448,7 +447,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     # What is printed from input (file names, playlist lines, config values) is escaped and cut: spotifai.printable
-    configure_logging(logging.DEBUG if args.verbose else logging.INFO, "%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    if "RANK" in os.environ:  # under torchrun: rank 0 logs, the other ranks only warn
+        rank = int(os.environ["RANK"])
+        configure_logging(level if rank == 0 else logging.WARNING, f"%(levelname)s [rank {rank}] %(name)s: %(message)s")
+    else:
+        configure_logging(level, "%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -394,20 +394,6 @@ def random_encoder(model_config: dict, seed: int = 0) -> torch.nn.Module:
 # ------------------------------------------------------------------------------------------ experiments
 
 
-def _resolve(experiment_path: Path, p: str | Path) -> Path:
-    p = Path(p)
-    return p if p.is_absolute() else (experiment_path / p)
-
-
-def database_path(experiment_path: str | Path, config: dict) -> Path:
-    """The music DB of an experiment (``data.database``, relative to the experiment folder)."""
-    try:
-        db = config["data"]["database"]
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"{Path(experiment_path) / 'config.json'}: missing data.database") from exc
-    return _resolve(Path(experiment_path), db)
-
-
 def audio_items(conn: sqlite3.Connection, track_ids: Sequence[int] | None = None) -> list[tuple[int, str]]:
     """[(track_id, audio_path)] of tracks with audio (all of them, or those of ``track_ids``)."""
     rows = database.tracks(conn, track_ids, with_audio=True)
@@ -533,12 +519,12 @@ def _embed_experiment(experiment_path: Path, device: str, batch_size: int, max_p
                       use_cache: bool, t_start: float, rank: int, world: int) -> dict:
     import torch.distributed as dist
 
-    from spotifai.train import BEST_CHECKPOINT, CHECKPOINT_DIR, cache_path, load_encoder
+    from spotifai import checkpoint as checkpoints
+    from spotifai.experiment import cache_path, database_path, load_config
 
-    if checkpoint == "auto":
-        best = experiment_path / CHECKPOINT_DIR / f"{BEST_CHECKPOINT}.pt"
-        checkpoint = BEST_CHECKPOINT if best.is_file() else "latest"
-    encoder, info = load_encoder(experiment_path, checkpoint=checkpoint, device=device)
+    config = load_config(experiment_path)
+    encoder, info = checkpoints.load_encoder(experiment_path, checkpoints.resolve(experiment_path, checkpoint),
+                                             device=device)
     encoder.eval()
     checkpoint_id = str(info["checkpoint_id"])
     step = int(info.get("step", -1))
@@ -546,7 +532,7 @@ def _embed_experiment(experiment_path: Path, device: str, batch_size: int, max_p
         _merge_parts(experiment_path, checkpoint_id, step)
     if world > 1:
         dist.barrier()
-    conn = database.connect(database_path(experiment_path, info["config"]), create=False, readonly=True)
+    conn = database.connect(database_path(experiment_path, config), create=False, readonly=True)
     try:
         items = audio_items(conn)
     finally:
@@ -602,7 +588,7 @@ def _embed_experiment(experiment_path: Path, device: str, batch_size: int, max_p
             lambda partial: _write_npz(_part_path(experiment_path, rank), Embeddings(
                 partial.track_ids, partial.features, partial.projections, checkpoint_id, step))),
         chunk_tracks=save_every,
-        cache_dir=cache_path(experiment_path, info["config"]) if use_cache else None,
+        cache_dir=cache_path(experiment_path, config) if use_cache else None,
     )
     if world > 1:
         _write_npz(_part_path(experiment_path, rank),

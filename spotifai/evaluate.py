@@ -268,7 +268,7 @@ def _json_safe(obj):
 
 def _baseline_vectors(
     experiment_path: Path,
-    config: dict,
+    config,
     audio_config,
     db_path: Path,
     track_ids: np.ndarray,
@@ -285,12 +285,12 @@ def _baseline_vectors(
     track failed; without ``random``: logmel-stats only). Cached in ``experiments/<name>/baselines.npz``, keyed by
     the settings that make them (a cache with the random rows also serves a call without them)."""
     from spotifai.embed import embed_tracks, logmel_stats_vectors, random_encoder
-    from spotifai.train import cache_path
+    from spotifai.experiment import cache_path
 
     cache_dir = cache_path(experiment_path, config)
 
     key = json.dumps(
-        {"model": config["model"], "audio": audio_config.to_dict(), "seed": seed, "max_patches": max_patches_per_track},
+        {"model": config.model.to_dict(), "audio": audio_config.to_dict(), "seed": seed, "max_patches": max_patches_per_track},
         sort_keys=True,
     )
     key = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -319,7 +319,7 @@ def _baseline_vectors(
                                                          **{"logmel-stats": logmel}))
         return {"logmel-stats": logmel}
     res = embed_tracks(
-        random_encoder(config["model"], seed=seed),
+        random_encoder(config.model.to_dict(), seed=seed),
         items,
         audio_config,
         device=device,
@@ -476,22 +476,17 @@ def evaluate_experiment(
     intervals = 95 % bootstrap intervals of those means, comparisons = paired bootstrap intervals of the
     difference and ratio of each trained space against log-mel statistics and the references, seconds.
     """
-    from spotifai.embed import database_path, load_embeddings
-    from spotifai.train import load_config
+    from spotifai.embed import load_embeddings
+    from spotifai.experiment import database_path, load_config
 
     t0 = time.perf_counter()
     experiment_path = Path(experiment_path)
     config = load_config(experiment_path)
     emb = load_embeddings(experiment_path)
-    data = config["data"]
     db_path = database_path(experiment_path, config)
     conn = database.connect(db_path, create=False, readonly=True)
     try:
-        split = database.split(
-            conn, seed=data["seed"], validation_fraction=data["validation_fraction"],
-            heldout_track_fraction=data["heldout_track_fraction"], min_tracks=data["min_tracks"],
-            validation_by=data["validation_by"],
-        )
+        split = config.data.split(conn)
         playlists_of = database.track_playlists(conn)
         meta = {int(r["id"]): r for r in database.tracks(conn, emb.track_ids.tolist())}
         n_playlists = database.counts(conn)["playlists"]
@@ -557,16 +552,15 @@ def evaluate_experiment(
 
 
 def _baselines(
-    experiment_path: Path, config: dict, db_path: Path, catalogue: np.ndarray, *, device: str, batch_size: int,
+    experiment_path: Path, config, db_path: Path, catalogue: np.ndarray, *, device: str, batch_size: int,
     max_patches_per_track: int | None, num_workers: int | None, seed: int, progress: bool, random: bool = True,
 ) -> dict[str, np.ndarray]:
     """The random-weights encoder's features and projections (when ``random``) and the z-scored log-mel
     statistics."""
-    from spotifai.audio import AudioConfig
     from spotifai.embed import default_num_workers
 
     base = _baseline_vectors(
-        experiment_path, config, AudioConfig.from_dict(config["data"]["audio"]), db_path, catalogue,
+        experiment_path, config, config.data.audio, db_path, catalogue,
         device=device, batch_size=batch_size, max_patches_per_track=max_patches_per_track,
         num_workers=default_num_workers(device) if num_workers is None else num_workers, seed=seed,
         progress=progress, random=random,

@@ -24,17 +24,6 @@ MODEL_FORMAT = "spotifai-model"
 MODEL_FORMAT_VERSION = 1
 
 
-def resolve_checkpoint(experiment: str | Path, checkpoint: str | int = "auto") -> str | int:
-    """``"auto"``: the best-validation checkpoint when training kept one, else ``"latest"`` (as ``spotifai
-    embed`` chooses); anything else is returned as given."""
-    if checkpoint != "auto":
-        return checkpoint
-    from spotifai.train import BEST_CHECKPOINT, CHECKPOINT_DIR
-
-    best = Path(experiment) / CHECKPOINT_DIR / f"{BEST_CHECKPOINT}.pt"
-    return BEST_CHECKPOINT if best.is_file() else "latest"
-
-
 def check_experiment(experiment: str | Path) -> Path:
     """``experiment`` when it is an experiment folder (holds config.json); FileNotFoundError naming it else."""
     experiment = Path(experiment)
@@ -46,20 +35,20 @@ def check_experiment(experiment: str | Path) -> Path:
 
 
 def export_model(experiment: str | Path, out: str | Path, checkpoint: str | int = "auto") -> dict:
-    """Write the experiment's encoder (``checkpoint`` as in :func:`resolve_checkpoint`) to ``out`` atomically.
+    """Write the experiment's encoder (``checkpoint`` as in :func:`spotifai.checkpoint.resolve`) to ``out`` atomically.
     Returns a summary (path, bytes, step, checkpoint_id, parameters)."""
     import torch
 
     from spotifai import __version__, atomic
-    from spotifai.train import load_encoder
+    from spotifai import checkpoint as checkpoints
 
     experiment = check_experiment(experiment)
-    encoder, info = load_encoder(experiment, checkpoint=resolve_checkpoint(experiment, checkpoint), device="cpu")
+    encoder, info = checkpoints.load_encoder(experiment, checkpoints.resolve(experiment, checkpoint), device="cpu")
     payload = {
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
         "model": {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()},
-        "model_config": dict(info["config"]["model"]),
+        "model_config": info["model"].to_dict(),
         "audio": info["audio"].to_dict(),
         "step": int(info["step"]),
         "checkpoint_id": str(info["checkpoint_id"]),

@@ -473,12 +473,6 @@ def _stored_prefix(experiment: Path) -> str | None:
     return prefix
 
 
-def _experiment_config(experiment_path: Path) -> dict:
-    from spotifai.train import load_config
-
-    return load_config(experiment_path)
-
-
 def build_index(
     experiment_path: str | Path,
     *,
@@ -492,11 +486,12 @@ def build_index(
 ) -> dict:
     """Index the experiment's ``embeddings.npz`` (run ``spotifai embed`` first) with track metadata from its
     music DB. Returns {features: {...}, projections: {...}, client, checkpoint_id}."""
-    from spotifai.embed import database_path, load_embeddings  # imports torch
+    from spotifai.embed import load_embeddings  # imports torch
+    from spotifai.experiment import database_path, load_config
 
     experiment_path = Path(experiment_path)
     emb = load_embeddings(experiment_path)
-    conn = database.connect(database_path(experiment_path, _experiment_config(experiment_path)), create=False)
+    conn = database.connect(database_path(experiment_path, load_config(experiment_path)), create=False)
     try:
         rows = database.tracks(conn, emb.track_ids.tolist())
     finally:

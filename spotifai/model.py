@@ -20,58 +20,14 @@ BatchNorm: call ``.eval()`` for inference (features do not depend on the mode).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spotifai.configs import EncoderConfig
+
 _OUTPUTS = ("both", "features", "projections")
-
-
-@dataclass
-class EncoderConfig:
-    """Encoder hyper-parameters (plain data; round-trips through JSON via to_dict/from_dict)."""
-
-    n_mels: int = 80
-    n_frames: int = 1024
-    model_dim: int = 256
-    projection_dim: int = 512
-    n_layers: int = 8
-    n_heads: int = 8
-    ff_dim: int | None = None  # None -> 4 * model_dim
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("n_mels", "n_frames", "model_dim", "projection_dim", "n_layers", "n_heads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"EncoderConfig.{name} must be a positive int, got {value!r}")
-        if self.ff_dim is not None and (
-            isinstance(self.ff_dim, bool) or not isinstance(self.ff_dim, int) or self.ff_dim <= 0
-        ):
-            raise ValueError(f"EncoderConfig.ff_dim must be a positive int or None, got {self.ff_dim!r}")
-        if self.model_dim % self.n_heads:
-            raise ValueError(
-                f"EncoderConfig.n_heads ({self.n_heads}) must divide model_dim ({self.model_dim})"
-            )
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"EncoderConfig.dropout must be in [0, 1), got {self.dropout!r}")
-
-    @property
-    def feedforward_dim(self) -> int:
-        return self.ff_dim if self.ff_dim is not None else 4 * self.model_dim
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EncoderConfig:
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ValueError(f"unknown EncoderConfig key {key!r} (known: {sorted(known)})")
-        return cls(**d)
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:

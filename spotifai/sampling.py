@@ -545,3 +545,26 @@ def make_loader(
     return DataLoader(
         BatchStream(maker, start, stop), batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kwargs
     )
+
+
+def prefetch_to_device(batches, device: torch.device):
+    """The batches of ``batches`` with their tensors on the CUDA ``device``, each copied (non-blocking, from the
+    loader's pinned memory, on a side stream) while the previous step runs."""
+    stream = torch.cuda.Stream(device)
+    keys = ("mel_a", "mel_b", "groups")
+
+    def upload(batch: dict) -> dict:
+        with torch.cuda.stream(stream):
+            return {**batch, **{k: batch[k].to(device, non_blocking=True) for k in keys}}
+
+    it = iter(batches)
+    nxt = next(it, None)
+    nxt = None if nxt is None else upload(nxt)
+    while nxt is not None:
+        current = torch.cuda.current_stream(device)
+        current.wait_stream(stream)
+        for k in keys:
+            nxt[k].record_stream(current)  # the copy's memory belongs to the compute stream from here on
+        batch, nxt = nxt, next(it, None)
+        nxt = None if nxt is None else upload(nxt)
+        yield batch

@@ -18,6 +18,7 @@ class DemoExperiment:
 
 def build(root: Path, n_tracks: int = 32) -> DemoExperiment:
     from spotifai import embed, index, train
+    from spotifai import experiment as experiments
     from spotifai.demo_corpus import build_demo_corpus
 
     build_demo_corpus(root / "demo", seed=0, n_tracks=n_tracks)
@@ -28,7 +29,7 @@ def build(root: Path, n_tracks: int = 32) -> DemoExperiment:
     for src in sorted(p for p in (root / "other" / "audio").rglob("*") if p.is_file())[:2]:
         new_files.append(Path(shutil.copy2(src, incoming / src.name)))
     experiment = root / "experiments" / "tiny"
-    config = train.preset_config("tiny", root / "demo" / "music.db", steps=4)
+    config = experiments.preset_config("tiny", root / "demo" / "music.db", steps=4)
     train.train_model(experiment, device="cpu", mixed_precision=False, multi_processing=False, config=config)
     embed.embed_experiment(experiment, progress=False, num_workers=0)
     index.build_index(experiment, progress=False)

@@ -84,9 +84,9 @@ def build_corpus(root: Path, n_tracks: int = 16, seed: int = 0) -> Corpus:
 
 
 def tiny_config(db: Path, steps: int = 2) -> dict:
-    """An experiment config (the training stage's own :func:`spotifai.train.default_config`) with the tiny
+    """An experiment config (the training stage's own :func:`spotifai.experiments.default_config`) with the tiny
     model and audio settings."""
-    from spotifai.train import default_config
+    from spotifai.experiment import default_config
 
     model = {k: v for k, v in TINY_MODEL.items() if k not in ("n_mels", "n_frames")}
     return default_config(
@@ -95,7 +95,7 @@ def tiny_config(db: Path, steps: int = 2) -> dict:
         patch_frames=TINY_AUDIO["patch_frames"],
         model=model,
         optimizer={"warmup_steps": 1},
-        training={"steps": steps, "batch_size": 4, "buffer_size": 4, "precision": "fp32"},
+        training={"steps": steps, "patches_per_playlist": 4, "playlists_per_step": 4, "precision": "fp32"},
         data={"seed": 0, "validation_fraction": 0.0, "heldout_track_fraction": 0.25, "patch_cache": False,
               "num_workers": 0},
         progress={"val_period": 0, "val_batches": 0, "save_period": 1, "checkpoint_period": 100, "loss_window": 1},

@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 from spotifai import audio, cache_fill, database, sampling, train
+from spotifai import experiment as experiments
 
 AUDIO = audio.AudioConfig(n_mels=32, patch_frames=64)
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,14 +243,14 @@ class _DyingWork:
 
 
 def test_training_fills_the_cache_before_step_one(library, tmp_path, monkeypatch):
-    cfg = train.tiny_config(library)
+    cfg = experiments.tiny_config(library)
     cfg["training"]["steps"] = 2
     cfg["data"].update(cache_dir=str(tmp_path / "cache"), validation_fraction=0.25, heldout_track_fraction=0.0)
     seen = {}
     run = train._Runner.run
 
     def checked_run(self):
-        source = sampling.CachedPatchSource(self.audio, self.cache)
+        source = sampling.CachedPatchSource(self.config.data.audio, experiments.cache_path(self.experiment, self.config))
         tracks = {t for m in (*self.plan.train.values(), *self.plan.validation.values()) for t in m}
         seen.update({t: source.entry_state(self.plan.tracks[t][0])[0] for t in tracks})
         return run(self)

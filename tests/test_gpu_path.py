@@ -14,6 +14,8 @@ import pytest
 import torch
 from synth_playlists import make_corpus
 
+from spotifai import checkpoint as checkpoints
+from spotifai import experiment as experiments
 from spotifai import sampling, train
 from spotifai.model import AudioEncoder, EncoderConfig
 
@@ -27,7 +29,7 @@ def corpus(tmp_path_factory):
 
 def tiny(db, **sections) -> dict:
     """The tiny preset with the test corpus's shared cache, no loader workers and the given section updates."""
-    cfg = train.preset_config("tiny", db)
+    cfg = experiments.preset_config("tiny", db)
     cfg["data"]["cache_dir"] = str(Path(db).parent / "cache")
     for section, values in sections.items():
         cfg[section].update(values)
@@ -35,34 +37,34 @@ def tiny(db, **sections) -> dict:
 
 
 def _history(experiment: Path) -> list[tuple[int, str, float]]:
-    return train.read_history(experiment)
+    return experiments.read_history(experiment)
 
 
 # ------------------------------------------------------------------------------------------------- config
 
 
 def test_compile_key_defaults_legacy_and_change_on_an_existing_experiment(corpus, tmp_path):
-    assert train.default_config(corpus)["training"]["compile"] is None  # auto: on for CUDA, off on CPU
+    assert experiments.default_config(corpus)["training"]["compile"] is None  # auto: on for CUDA, off on CPU
     old = tiny(corpus)
     del old["training"]["compile"]  # a config written before the key existed
-    assert train.validate_config(old)["training"]["compile"] is False
-    with pytest.raises(train.ConfigError, match="training.compile"):
-        train.validate_config(tiny(corpus, training={"compile": "yes"}))
+    assert experiments.validate_config(old)["training"]["compile"] is False
+    with pytest.raises(experiments.ConfigError, match="training.compile"):
+        experiments.validate_config(tiny(corpus, training={"compile": "yes"}))
     exp = tmp_path / "exp"
     train.create_experiment(exp, tiny(corpus))
     written = json.loads((exp / "config.json").read_text())
     del written["training"]["compile"]
     (exp / "config.json").write_text(json.dumps(written))
-    assert train.load_config(exp)["training"]["compile"] is False
+    assert experiments.load_config(exp).training.compile is False
     cfg = train.create_experiment(exp, tiny(corpus, training={"compile": True}))  # speed only: no ConfigError
-    assert cfg["training"]["compile"] is True and train.load_config(exp)["training"]["compile"] is True
+    assert cfg.training.compile is True and experiments.load_config(exp).training.compile is True
 
 
 # --------------------------------------------------------------------------------------------- batches
 
 
 def test_float16_batches_are_the_float32_batches_exactly(corpus, tmp_path):
-    cfg = train.validate_config(tiny(corpus))
+    cfg = experiments.as_config(tiny(corpus))
     exp = tmp_path / "exp"
     plan = train.check_data(exp, train.create_experiment(exp, cfg))
     maker16 = train.batch_maker(exp, cfg, plan, "train")
@@ -77,12 +79,12 @@ def test_float16_batches_are_the_float32_batches_exactly(corpus, tmp_path):
             assert torch.equal(a[key].float(), b[key])
         for key in ("groups", "tracks_a", "tracks_b", "playlists"):
             assert torch.equal(a[key], b[key])
-    uncached = train.validate_config(tiny(corpus, data={"patch_cache": False}))
+    uncached = experiments.as_config(tiny(corpus, data={"patch_cache": False}))
     assert train.batch_maker(exp, uncached, plan, "train").dtype == torch.float32
 
 
 def test_worker_batches_come_in_shared_memory_and_equal_in_process_ones(corpus, tmp_path):
-    cfg = train.validate_config(tiny(corpus))
+    cfg = experiments.as_config(tiny(corpus))
     exp = tmp_path / "exp"
     plan = train.check_data(exp, train.create_experiment(exp, cfg))
     maker = train.batch_maker(exp, cfg, plan, "train")
@@ -120,7 +122,7 @@ def test_deferred_loss_reads_give_the_same_history(corpus, tmp_path, monkeypatch
 
 def test_deferred_nonfinite_step_is_skipped_on_the_device(corpus, tmp_path, monkeypatch):
     _force_deferred(monkeypatch)
-    cfg = train.validate_config(tiny(corpus))
+    cfg = experiments.as_config(tiny(corpus))
     exp = tmp_path / "exp"
     plan = train.check_data(exp, train.create_experiment(exp, cfg))
     runner = train._Runner(exp, cfg, plan, "cpu", True, False, 0, 1)
@@ -178,7 +180,7 @@ def test_compiled_training_on_cpu_compiles_once_and_loads_eagerly(corpus, tmp_pa
     assert [(s, sp) for s, sp, _ in compiled] == [(s, sp) for s, sp, _ in eager]
     for (_, _, a), (_, _, b) in zip(compiled, eager, strict=True):  # generated kernels round differently
         assert a == pytest.approx(b, rel=1e-2)
-    model, info = train.load_encoder(tmp_path / "compiled")
+    model, info = checkpoints.load_encoder(tmp_path / "compiled")
     assert info["step"] == 3 and not any("_orig_mod" in k for k in model.state_dict())
 
 
@@ -192,7 +194,7 @@ def test_checkpoints_with_compiled_module_keys_load(corpus, tmp_path):
     assert all(k.startswith("_orig_mod.") for k in wrapped.state_dict())  # what a compiled module saves
     state["model"] = {f"_orig_mod.{k}": v for k, v in state["model"].items()}
     torch.save(state, latest)
-    model, info = train.load_encoder(exp)
+    model, info = checkpoints.load_encoder(exp)
     assert info["step"] == 2
     summary = train.train_model(exp, multi_processing=False, config={**cfg, "training": {**cfg["training"],
                                                                                           "steps": 3}})

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from synth_playlists import make_corpus
 
+from spotifai import checkpoint as checkpoints
 from spotifai import embed, train
+from spotifai import experiment as experiments
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -37,10 +39,11 @@ def test_old_format_fixture_is_old():
 
 def test_old_experiment_loads_embeds_and_resumes_as_before(old_experiment):
     expected = np.load(FIXTURES / "old_experiment_expected.npz")
-    config = train.load_config(old_experiment)
-    assert config["training"]["steps"] == 2
-    model, info = train.load_encoder(old_experiment)
-    assert info["step"] == 2
+    config = experiments.load_config(old_experiment)
+    assert config.training.steps == 2 and config.training.patches_per_playlist == 4
+    assert config.training.playlists_per_step == 4
+    model, info = checkpoints.load_encoder(old_experiment)
+    assert info["step"] == 2 and info["model"] == config.model and info["audio"] == config.data.audio
 
     embed.embed_experiment(old_experiment, batch_size=16, num_workers=0, progress=False)
     got = np.load(old_experiment / "embeddings.npz")
@@ -48,10 +51,9 @@ def test_old_experiment_loads_embeds_and_resumes_as_before(old_experiment):
     np.testing.assert_allclose(got["features"], expected["features"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["projections"], expected["projections"], rtol=1e-4, atol=1e-5)
 
-    config["training"]["steps"] = 3
-    summary = train.train_model(old_experiment, config=config, multi_processing=False)
+    summary = train.train_model(old_experiment, config=config.with_training(steps=3), multi_processing=False)
     assert summary["resumed_from"] == 2 and summary["steps"] == 3
-    rows = train.read_history(old_experiment)
+    rows = experiments.read_history(old_experiment)
     assert [(s, sp) for s, sp, _ in rows] == list(zip(expected["resumed_steps"].tolist(),
                                                       expected["resumed_splits"].tolist(), strict=True))
     np.testing.assert_allclose([v for _, _, v in rows], expected["resumed_history"], rtol=1e-4)

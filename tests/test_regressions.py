@@ -299,9 +299,9 @@ def synth_db(tmp_path_factory):
 
 
 def _small_config(db, **sections) -> dict:
-    from spotifai import train
+    from spotifai import experiment as experiments
 
-    cfg = train.tiny_config(db)
+    cfg = experiments.tiny_config(db)
     cfg["data"]["cache_dir"] = str(Path(db).parent / "cache")
     for section, values in sections.items():
         cfg[section].update(values)
@@ -318,14 +318,14 @@ def _small_config(db, **sections) -> dict:
         ("data.validation_fraction", float("nan")),
         ("model.dropout", float("nan")),
         ("data.audio.max_time_padding", float("nan")),
-        ("training.batch_size", 10**12),
-        ("training.buffer_size", 10**9),
+        ("training.patches_per_playlist", 10**12),
+        ("training.playlists_per_step", 10**9),
         ("data.num_workers", 10**6),
         ("progress.val_batches", 10**12),
     ],
 )
 def test_d5_nonfinite_and_oversized_config_values_are_errors_naming_file_and_key(synth_db, tmp_path, key, value):
-    from spotifai import train
+    from spotifai import experiment as experiments
 
     cfg = _small_config(synth_db)
     *path, last = key.split(".")
@@ -333,20 +333,21 @@ def test_d5_nonfinite_and_oversized_config_values_are_errors_naming_file_and_key
     for part in path:
         node = node[part]
     node[last] = value
-    with pytest.raises(train.ConfigError, match=key.replace(".", r"\.")):
-        train.validate_config(cfg)
+    with pytest.raises(experiments.ConfigError, match=key.replace(".", r"\.")):
+        experiments.validate_config(cfg)
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "config.json").write_text(json.dumps(cfg))  # NaN / Infinity literals, as json writes them
-    with pytest.raises(train.ConfigError) as info:
-        train.load_config(tmp_path / "exp")
+    with pytest.raises(experiments.ConfigError) as info:
+        experiments.load_config(tmp_path / "exp")
     assert "config.json" in str(info.value) and key in str(info.value)
 
 
 def test_d5_batch_size_beyond_what_the_db_can_give_is_an_error(synth_db, tmp_path):
+    from spotifai import experiment as experiments
     from spotifai import train
 
-    cfg = _small_config(synth_db, training={"batch_size": 2048, "track_weight": 0.0})
-    with pytest.raises(train.ConfigError, match=r"training\.batch_size = 2048: .* usable tracks"):
+    cfg = _small_config(synth_db, training={"patches_per_playlist": 2048, "track_weight": 0.0})
+    with pytest.raises(experiments.ConfigError, match=r"training\.patches_per_playlist = 2048: .* usable tracks"):
         train.train_model(tmp_path / "exp", config=cfg, multi_processing=False)
     assert not (tmp_path / "exp" / "config.json").exists()
 
@@ -368,6 +369,7 @@ def test_d5_nonfinite_losses_on_an_fp32_run_do_not_advise_fp32(synth_db, tmp_pat
 
 @pytest.mark.slow
 def test_d6_corrupt_latest_falls_back_for_inference_and_is_repaired_by_train(synth_db, tmp_path, caplog):
+    from spotifai import checkpoint as checkpoints
     from spotifai import train
 
     exp = tmp_path / "exp"
@@ -376,28 +378,30 @@ def test_d6_corrupt_latest_falls_back_for_inference_and_is_repaired_by_train(syn
     assert train.train_model(exp, config=cfg, multi_processing=False)["steps"] == 4
     latest, kept = exp / "checkpoints" / "latest.pt", exp / "checkpoints" / "step_0000004.pt"
     latest.write_bytes(latest.read_bytes()[:100])  # damaged after the run finished
-    _, info = train.load_encoder(exp)  # inference: the newest readable kept checkpoint, with a warning
+    _, info = checkpoints.load_encoder(exp)  # inference: the newest readable kept checkpoint, with a warning
     assert info["step"] == 4 and info["path"] == str(kept)
     assert "step_0000004.pt" in caplog.text
     assert latest.read_bytes() != kept.read_bytes()  # inference writes nothing
     summary = train.train_model(exp, multi_processing=False)  # "resuming from step 4": repairs latest.pt
     assert summary["steps"] == 4
     assert latest.read_bytes() == kept.read_bytes()
-    assert train.load_encoder(exp)[1]["path"] == str(latest)
+    assert checkpoints.load_encoder(exp)[1]["path"] == str(latest)
 
 
 def test_d9_experiment_outputs_follow_the_umask(synth_db, tmp_path):
     import matplotlib.pyplot as plt
 
     from spotifai import atomic, embed, plots, sampling, train
+    from spotifai import checkpoint as checkpoints
+    from spotifai import experiment as experiments
     from spotifai.audio import AudioConfig
 
     old = os.umask(0o022)
     try:
         exp = tmp_path / "exp"
         cfg = train.create_experiment(exp, _small_config(synth_db, data={"cache_dir": str(tmp_path / "cache")}))
-        train._write_history(exp, [(1, "train", 1.0)])
-        train._save_checkpoint(exp, {"step": 3, "config": cfg}, kept=True)
+        experiments.write_history(exp, [(1, "train", 1.0)])
+        checkpoints.save(exp, {"step": 3, "config": cfg}, kept=True)
         emb = embed.Embeddings(track_ids=np.arange(3), features=np.zeros((3, 4)), projections=np.zeros((3, 2)),
                                checkpoint_id="x", step=3)
         embed.save_embeddings(exp, emb)

@@ -15,6 +15,8 @@ import pytest
 import torch
 from synth_playlists import make_corpus
 
+from spotifai import checkpoint as checkpoints
+from spotifai import experiment as experiments
 from spotifai import train
 from spotifai.model import AudioEncoder
 
@@ -28,13 +30,13 @@ def corpus(tmp_path_factory):
 
 def tiny_config(db, **sections) -> dict:
     """A model and run small enough for a loaded 2-core machine."""
-    cfg = train.default_config(
+    cfg = experiments.default_config(
         db,
         n_mels=32,
         patch_frames=64,
         model={"model_dim": 32, "projection_dim": 64, "n_layers": 1, "n_heads": 2, "ff_dim": 64},
         optimizer={"learning_rate": 2e-3, "warmup_steps": 3},
-        training={"steps": 10, "batch_size": 4, "buffer_size": 4},
+        training={"steps": 10, "patches_per_playlist": 4, "playlists_per_step": 4},
         data={"validation_fraction": 0.25, "heldout_track_fraction": 0.1, "num_workers": 0,
               "cache_dir": str(Path(db).parent / "cache")},  # shared by the tests: decode each file once
         progress={"val_period": 5, "val_batches": 1, "save_period": 5, "checkpoint_period": 10, "loss_window": 5},
@@ -51,7 +53,7 @@ def _env() -> dict:
 
 
 def _check_history(experiment: Path, steps: int, window: int, val_period: int) -> None:
-    rows = train.read_history(experiment)
+    rows = experiments.read_history(experiment)
     train_steps = [s for s, split, _ in rows if split == "train"]
     val_steps = [s for s, split, _ in rows if split == "validation"]
     assert train_steps == sorted(set(range(window, steps + 1, window)) | {steps})
@@ -86,9 +88,9 @@ _DELETE = object()
         ("extra", {}, "unknown section 'extra'"),
         ("training.steps", "100", "training.steps: expected int"),
         ("data.patch_cache", 1, "data.patch_cache: expected bool"),
-        ("training.batch_size", 3, "training.batch_size"),
-        ("training.batch_size", 0, "training.batch_size"),
-        ("training.buffer_size", 1, "training.buffer_size"),
+        ("training.patches_per_playlist", 3, "training.patches_per_playlist"),
+        ("training.patches_per_playlist", 0, "training.patches_per_playlist"),
+        ("training.playlists_per_step", 1, "training.playlists_per_step"),
         ("training.precision", "fp8", "training.precision"),
         ("data.validation_fraction", 1.5, "data.validation_fraction"),
         ("model.n_heads", 3, "model"),
@@ -99,51 +101,51 @@ _DELETE = object()
 )
 def test_invalid_config_fails_before_training_naming_the_key(corpus, tmp_path, key, value, message):
     bad = _set(tiny_config(corpus), key, value)
-    with pytest.raises(train.ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(experiments.ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
         train.train_model(tmp_path / "exp", config=bad)
     assert not (tmp_path / "exp" / "config.json").exists()
     # the same config in a config.json: the message names the file too
     (tmp_path / "exp2").mkdir()
     (tmp_path / "exp2" / "config.json").write_text(json.dumps(bad))
-    with pytest.raises(train.ConfigError, match="config.json") as info:
-        train.load_config(tmp_path / "exp2")
+    with pytest.raises(experiments.ConfigError, match="config.json") as info:
+        experiments.load_config(tmp_path / "exp2")
     assert key.split(".")[-1] in str(info.value)
 
 
 def test_impossible_data_fails_before_training(corpus, tmp_path):
     long_patch = tiny_config(corpus)
     long_patch["model"]["n_frames"] = long_patch["data"]["audio"]["patch_frames"] = 1000  # 10 s > 2.5 s tracks
-    with pytest.raises(train.ConfigError, match="data.audio.patch_frames"):
+    with pytest.raises(experiments.ConfigError, match="data.audio.patch_frames"):
         train.train_model(tmp_path / "a", config=long_patch, multi_processing=False)
     assert not (tmp_path / "a" / "checkpoints").exists() and not (tmp_path / "a" / "config.json").exists()
     few = make_corpus(tmp_path / "few", n_playlists=1, tracks_per_playlist=3)
-    with pytest.raises(train.ConfigError, match="data.min_tracks"):
+    with pytest.raises(experiments.ConfigError, match="data.min_tracks"):
         train.train_model(tmp_path / "b", config=tiny_config(few), multi_processing=False)
     missing = tiny_config(corpus)
     missing["data"]["database"] = str(tmp_path / "nope.db")
-    with pytest.raises(train.ConfigError, match="data.database"):
+    with pytest.raises(experiments.ConfigError, match="data.database"):
         train.train_model(tmp_path / "c", config=missing, multi_processing=False)
     with pytest.raises(FileNotFoundError, match="config.json"):
         train.train_model(tmp_path / "d")
 
 
 def test_overrides():
-    cfg = train.default_config("x.db", steps=7, model_dim=48, n_mels=40, patch_frames=100)
+    cfg = experiments.default_config("x.db", steps=7, model_dim=48, n_mels=40, patch_frames=100)
     assert cfg["training"]["steps"] == 7 and cfg["model"]["model_dim"] == 48
     assert cfg["model"]["n_mels"] == cfg["data"]["audio"]["n_mels"] == 40
     assert cfg["model"]["n_frames"] == cfg["data"]["audio"]["patch_frames"] == 100
-    with pytest.raises(train.ConfigError, match="bogus"):
-        train.default_config("x.db", bogus=1)
-    train.validate_config(train.demo_config("x.db"))
+    with pytest.raises(experiments.ConfigError, match="bogus"):
+        experiments.default_config("x.db", bogus=1)
+    experiments.validate_config(experiments.demo_config("x.db"))
 
 
 def test_config_written_before_track_weight_reads_as_playlist_only():
-    old = train.default_config("x.db")
+    old = experiments.default_config("x.db")
     del old["training"]["track_weight"]
-    assert train.validate_config(old)["training"]["track_weight"] == 0.0
-    assert train.default_config("x.db")["training"]["track_weight"] > 0
-    with pytest.raises(train.ConfigError, match="training.track_weight"):
-        train.validate_config(_set(old, "training.track_weight", -1.0))
+    assert experiments.validate_config(old)["training"]["track_weight"] == 0.0
+    assert experiments.default_config("x.db")["training"]["track_weight"] > 0
+    with pytest.raises(experiments.ConfigError, match="training.track_weight"):
+        experiments.validate_config(_set(old, "training.track_weight", -1.0))
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -162,26 +164,26 @@ def test_run_writes_history_checkpoints_and_extends(corpus, tmp_path):
     assert not Path(config["data"]["database"]).is_absolute()  # relative to the experiment folder
     assert (exp / config["data"]["database"]).resolve() == corpus.resolve()
 
-    model, info = train.load_encoder(exp)
+    model, info = checkpoints.load_encoder(exp)
     assert isinstance(model, AudioEncoder) and not model.training
     assert info["step"] == 10 and len(info["checkpoint_id"]) == 16 and info["audio"].n_mels == 32
     with torch.no_grad():
         feats, proj = model(torch.zeros(2, 32, 64))
     assert feats.shape == (2, 32) and proj.shape == (2, 64)
-    _, info10 = train.load_encoder(exp, 10)
+    _, info10 = checkpoints.load_encoder(exp, 10)
     assert info10["checkpoint_id"] == info["checkpoint_id"]
     with pytest.raises(FileNotFoundError, match="step_0000007"):
-        train.load_encoder(exp, 7)
+        checkpoints.load_encoder(exp, 7)
 
     # same config again: nothing to do; more steps: continues from 10
     assert train.train_model(exp, multi_processing=False)["steps"] == 10
     longer = tiny_config(corpus, training={"steps": 13})
     summary = train.train_model(exp, config=longer, multi_processing=False)
     assert summary["steps"] == 13 and summary["resumed_from"] == 10
-    steps = [(s, split) for s, split, _ in train.read_history(exp)]
+    steps = [(s, split) for s, split, _ in experiments.read_history(exp)]
     assert len(steps) == len(set(steps)) and steps[-2:] == [(13, "train"), (13, "validation")]
     changed = tiny_config(corpus, optimizer={"learning_rate": 0.1})
-    with pytest.raises(train.ConfigError, match="different config"):
+    with pytest.raises(experiments.ConfigError, match="different config"):
         train.train_model(exp, config=changed)
 
 
@@ -195,7 +197,7 @@ def test_cli_train(corpus, tmp_path, capsys):
     assert summary["steps"] == 2 and summary["precision"] == "fp32"
     assert cli.main(["train", str(exp), "--no-multi-processing", "--steps", "3"]) == 0
     assert json.loads(capsys.readouterr().out)["resumed_from"] == 2
-    assert train.load_config(exp)["training"]["steps"] == 3
+    assert experiments.load_config(exp).training.steps == 3
     # a new experiment with the default config: 10 s patches are longer than the 2.5 s tracks
     assert cli.main(["train", str(tmp_path / "new"), "--database", str(corpus)]) == 2
     assert "data.audio.patch_frames" in capsys.readouterr().err
@@ -209,10 +211,10 @@ def test_cli_train(corpus, tmp_path, capsys):
 def test_short_training_lowers_the_loss(corpus, tmp_path, track_weight):
     # all training playlists in every step: with the same-track term a step of 4 playlists x 2 tracks gives
     # 8 rows per view, too few to estimate a 64-d cross-correlation, and the loss barely moves in 60 steps
-    cfg = tiny_config(corpus, training={"steps": 60, "buffer_size": 8, "track_weight": track_weight},
+    cfg = tiny_config(corpus, training={"steps": 60, "playlists_per_step": 8, "track_weight": track_weight},
                       progress={"loss_window": 10, "val_period": 30})
     summary = train.train_model(tmp_path / "exp", config=cfg, multi_processing=False)
-    losses = [loss for _, split, loss in train.read_history(tmp_path / "exp") if split == "train"]
+    losses = [loss for _, split, loss in experiments.read_history(tmp_path / "exp") if split == "train"]
     assert len(losses) == 6
     assert min(losses[-2:]) < 0.85 * losses[0], losses
     assert summary["patches_per_second"] > 0
@@ -235,7 +237,7 @@ def test_nonfinite_losses_skip_then_stop(corpus, tmp_path, monkeypatch, caplog):
 
 def test_corrupt_audio_is_skipped_and_counted(tmp_path):
     db = make_corpus(tmp_path / "c", n_playlists=4, tracks_per_playlist=3, seconds=2.0, corrupt=1)
-    cfg = tiny_config(db, training={"steps": 4, "batch_size": 4},
+    cfg = tiny_config(db, training={"steps": 4, "patches_per_playlist": 4},
                       data={"validation_fraction": 0.0, "heldout_track_fraction": 0.0})
     summary = train.train_model(tmp_path / "exp", config=cfg, multi_processing=False)
     assert summary["steps"] == 4 and summary["skipped_tracks"] == 1 and summary["skipped_playlists"] == 0
@@ -269,13 +271,13 @@ def test_resume_after_sigkill_gives_consistent_history(corpus, tmp_path):
             proc.kill()
             proc.wait()
         proc.stderr.close()
-    killed_at = max(s for s, _, _ in train.read_history(exp))
+    killed_at = max(s for s, _, _ in experiments.read_history(exp))
     summary = train.train_model(exp, multi_processing=False)
     assert 0 < summary["resumed_from"] < steps, (summary, killed_at)
     assert summary["steps"] == steps
     _check_history(exp, steps, 3, 10)
     assert (exp / "checkpoints" / f"step_{steps:07d}.pt").exists()
-    assert train.load_encoder(exp)[1]["step"] == steps
+    assert checkpoints.load_encoder(exp)[1]["step"] == steps
 
 
 @pytest.mark.slow
@@ -288,7 +290,7 @@ def test_torchrun_two_gloo_processes(corpus, tmp_path):
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = json.loads(result.stdout[result.stdout.index("{"):])  # `spotifai train` prints the summary
     assert summary["world_size"] == 2 and summary["steps"] == 6
     _check_history(exp, 6, 5, 3)
     # rank 0 alone writes: the newest, the kept and the best-validation checkpoint (progress.keep_best)
@@ -344,7 +346,7 @@ def test_keep_best_saves_the_lowest_validation_loss_and_embed_uses_it(corpus, tm
     exp = tmp_path / "exp"
     cfg = tiny_config(corpus, training={"steps": 8}, progress={"val_period": 2, "keep_best": True})
     train.train_model(exp, config=cfg, multi_processing=False)
-    validation = [(s, v) for s, sp, v in train.read_history(exp) if sp == "validation"]
+    validation = [(s, v) for s, sp, v in experiments.read_history(exp) if sp == "validation"]
     best_step, best_loss = min(validation, key=lambda row: row[1])
     state = torch.load(exp / "checkpoints" / "best.pt", weights_only=True)
     assert state["step"] == best_step and state["validation_loss"] == pytest.approx(best_loss, rel=1e-5)
@@ -366,8 +368,8 @@ def test_augmented_training_is_deterministic_and_changes_the_run(corpus, tmp_pat
     for name, aug in (("a", augment), ("b", augment), ("plain", {})):
         cfg = tiny_config(corpus, training={"steps": 4, "augment": aug}, progress={"val_period": 2})
         train.train_model(tmp_path / name, config=cfg, multi_processing=False)
-        runs[name] = train.read_history(tmp_path / name)
+        runs[name] = experiments.read_history(tmp_path / name)
     assert runs["a"] == runs["b"]  # augmentation draws are a function of (seed, step, rank)
     assert runs["a"] != runs["plain"]
-    with pytest.raises(train.ConfigError, match="training.augment"):
-        train.validate_config(tiny_config(corpus, training={"augment": {"gain_db": -3}}))
+    with pytest.raises(experiments.ConfigError, match="training.augment"):
+        experiments.validate_config(tiny_config(corpus, training={"augment": {"gain_db": -3}}))
