@@ -5,6 +5,9 @@ Usage::
     python scripts/real_music_sweep.py --database data/real/music.db --out experiments/real \
         --variant base='{}' --variant aug='{"training": {"augment": {"gain_db": 6}}}' [--preset real] [--steps 600]
 
+``--table`` prints the markdown table of every evaluated experiment under ``--out``; ``--compare A B`` the paired
+bootstrap interval of album precision@5 between two embedded experiments on the same held-out queries.
+
 Each variant is a nested config override (JSON) of the preset, trained in ``OUT/<name>`` (resumed if it exists),
 embedded with its selected checkpoint and evaluated on the held-out tracks (catalogue and held-out scopes,
 labels.csv beside the DB). The line gives album / composer / playlist precision@5 and @10 and album mAP of the
@@ -85,24 +88,22 @@ def compare(a: Path, b: Path, space: str = "projections", metric: str = "album_p
     (catalogue scope, the same DB, split and labels; each must be embedded): difference a - b and ratio a / b."""
     from spotifai import database
 
-    config = train.load_config(a)
-    db_path = embed.database_path(a, config)
+    config = experiments.load_config(a)
+    db_path = experiments.database_path(a, config)
     ea, eb = embed.load_embeddings(a), embed.load_embeddings(b)
     ids = np.intersect1d(ea.track_ids, eb.track_ids)
     va, vb = ea.subset(ids.tolist()).vectors(space), eb.subset(ids.tolist()).vectors(space)
     conn = database.connect(db_path, create=False, readonly=True)
     try:
-        d = config["data"]
-        split = database.split(conn, seed=d["seed"], validation_fraction=d["validation_fraction"],
-                               heldout_track_fraction=d["heldout_track_fraction"], min_tracks=d["min_tracks"],
-                               validation_by=d["validation_by"])
+        split = config.data.split(conn)
         paths = {int(r["id"]): str(Path(r["audio_path"]).resolve()) for r in database.tracks(conn, ids.tolist())}
     finally:
         conn.close()
     labels = evaluate.read_labels(db_path.parent / evaluate.LABELS_FILE)
     truth = metric.rsplit("_", 1)[0]
     values = [labels.get(paths[int(t)], {}).get(truth, "") or None for t in ids]
-    q = np.array([i for i, t in enumerate(ids.tolist()) if t in set(split.heldout_tracks)], dtype=np.int64)
+    heldout = set(split.heldout_tracks)
+    q = np.array([i for i, t in enumerate(ids.tolist()) if t in heldout], dtype=np.int64)
     exclude = np.zeros((len(q), len(ids)), dtype=bool)
     exclude[np.arange(len(q)), q] = True
     relevance = {truth: evaluate.label_relevance([values[i] for i in q], values)}
