@@ -215,7 +215,7 @@ def default_config(database: str | Path, **overrides) -> dict:
 
 def demo_config(database: str | Path) -> dict:
     """The small config of the CPU demo chain, sized to train in minutes on 2 CPU cores (the one place to tune
-    it; how it was chosen, with the measurements, is in README's "Training results")."""
+    it; how it was chosen, with the measurements: README, "Tuning on the demo")."""
     return default_config(
         database,
         n_mels=64,

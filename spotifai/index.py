@@ -17,35 +17,13 @@ Client: an embedded :class:`chromadb.PersistentClient` at ``experiments/<name>/c
 :class:`chromadb.HttpClient` against a Chroma server (``chroma run --path DIR --host H --port P``) when a host
 is given: how several users share one index, or an index outgrows one process.
 
-HNSW settings favour recall. Chroma's defaults (ef_search 100, ef_construction 100, max_neighbors 16)
-gave a recall@10 of only 0.61 against exact search on 10k random 256-d vectors. :data:`DEFAULT_HNSW` is
-ef_search 200, ef_construction 200, max_neighbors 32, measured with ``bench/index.py``:
-
-* 10k random 256-d vectors (the reference case above; tested in tests/test_index.py with 1,000 queries):
-  recall@10 0.954-0.959 with these settings over 17 builds (Chroma's multi-threaded insertion makes every
-  build a slightly different graph, so 50 queries are too few to test it: one such run gave exactly 0.95),
-  0.81 with ef_search / ef_construction 100. More margin costs query time (at 1M vectors ef_search 200
-  already takes 4.6 ms of the 5 ms target): ef_search 256 / 300 give 0.978 / 0.987, max_neighbors 48 gives
-  0.984 (needs a rebuild), ef_construction 400 only 0.958.
-* structured 512-d vectors (Zipf-weighted overlapping clusters in a 32-d subspace plus 10 % isotropic noise,
-  like learned embeddings), 1M of them: with these defaults recall@10 0.996, query p50 4.6 ms with metadata
-  (3.7 ids only), build 1,777 s on 2 cores; ef_search 50 / 100 / 256 on the same graph: 0.947 / 0.983 / 0.998
-  at 1.8 / 2.5 / 4.2 ms (ids only).
-  With ef_construction 100: 0.942 / 0.975 / 0.991 at ef_search 50 / 100 / 200, build 1,835 s (a shared CPU).
-  Exact search: 162 ms per query.
-* isotropic random 512-d vectors (the worst case; Barlow Twins projections, decorrelated by the loss, lean
-  this way but are far more clustered), 20k with these defaults: recall@10 0.57 / 0.77 / 0.93 at ef_search
-  100 / 200 / 400 (ids-only p50 2.9 / 4.5 / 6.0 ms); at 100k (ef_construction 100) 0.19 / 0.32 / 0.49.
-  max_neighbors 32 instead of 16 is what helps most (0.31 -> 0.56 at ef_search 100, 20k), so it is kept
-  although it slows the build.
-* The build is HNSW insertion-bound (a build with a trivial graph runs at ~4-6k vectors/s, so SQLite/log
-  bookkeeping is ~10 %) and superlinear (~n^1.3); ef_construction 200 costs about 1.5x the build time of 100.
-
-They are set through the collection ``configuration`` (chromadb >= 1.0) and can be overridden per build;
-``ef_search`` can be changed on an existing collection (``spotifai index EXP --ef-search N``; it applies
-to clients opened afterwards, as chromadb caches a loaded index per process), the others require
-``rebuild``. Chroma's ``batch_size`` / ``sync_threshold`` / ``num_threads`` made no measurable
-difference to the build time of the embedded client.
+HNSW settings favour recall: :data:`DEFAULT_HNSW` (ef_search 200, ef_construction 200, max_neighbors 32)
+instead of Chroma's defaults (100 / 100 / 16), whose recall@10 against exact search is too low for random and
+embedding-like vectors; the measurements (``bench/index.py``) are in README's benchmark section, and
+tests/test_index.py checks the recall on 10k random vectors. They are set through the collection
+``configuration`` (chromadb >= 1.0) and can be overridden per build; ``ef_search`` can be changed on an
+existing collection (``spotifai index EXP --ef-search N``; it applies to clients opened afterwards, as chromadb
+caches a loaded index per process), the others require ``rebuild``.
 
 Builds are idempotent and resumable: the collection's metadata records the checkpoint the vectors come
 from and a ``complete`` flag that is set to false first and to true last. A build upserts only the track
