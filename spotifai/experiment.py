@@ -468,10 +468,16 @@ def load_config(experiment_path: str | Path) -> ExperimentConfig:
 
 
 def resolve(experiment_path: str | Path, path: str | Path) -> Path:
-    """``path`` of an experiment's config: ``~`` expanded, relative paths against the experiment folder
-    (normalized lexically: ``exp/../db`` works before the folder exists)."""
+    """``path`` of an experiment's config: ``~`` expanded, relative paths against the experiment folder. When the
+    folder exists the result is resolved through it (``../music.db`` from a symlinked experiment is next to the
+    link's target); before it exists, normalized lexically (``exp/../db`` then still works)."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else Path(os.path.normpath(Path(experiment_path).absolute() / p))
+    if p.is_absolute():
+        return p
+    experiment = Path(experiment_path)
+    if experiment.exists():
+        return (experiment / p).resolve()
+    return Path(os.path.normpath(experiment.absolute() / p))
 
 
 def database_path(experiment_path: str | Path, config: ExperimentConfig) -> Path:

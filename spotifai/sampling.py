@@ -1,6 +1,6 @@
 """Playlist-grouped batches of log-mel patches for training and validation, with an optional patch cache.
 
-One training step sees ``P`` playlists (``training.buffer_size``) x ``K`` patches (``training.batch_size``):
+One training step sees ``P`` playlists (``training.playlists_per_step``) x ``K`` patches (``training.patches_per_playlist``):
 
 * the ``K`` patches of a playlist come from distinct tracks of that playlist where it has at least ``K``
   usable tracks (every track once, then the rest drawn with replacement, when it is shorter), each at a random

@@ -401,7 +401,8 @@ def test_d9_experiment_outputs_follow_the_umask(synth_db, tmp_path):
         exp = tmp_path / "exp"
         cfg = train.create_experiment(exp, _small_config(synth_db, data={"cache_dir": str(tmp_path / "cache")}))
         experiments.write_history(exp, [(1, "train", 1.0)])
-        checkpoints.save(exp, {"step": 3, "config": cfg}, kept=True)
+        checkpoints.save(exp, {"step": 3, "config": cfg.to_dict()}, kept=True)
+        checkpoints.save_best(exp, {}, cfg.to_dict(), 3, 1.0)
         emb = embed.Embeddings(track_ids=np.arange(3), features=np.zeros((3, 4)), projections=np.zeros((3, 2)),
                                checkpoint_id="x", step=3)
         embed.save_embeddings(exp, emb)
@@ -417,7 +418,7 @@ def test_d9_experiment_outputs_follow_the_umask(synth_db, tmp_path):
         plots.save_figure(fig, tmp_path / "figures" / "f.png")
         plt.close(fig)
         files = [exp / "config.json", exp / "history.csv", exp / "checkpoints" / "latest.pt",
-                 exp / "checkpoints" / "step_0000003.pt", exp / "embeddings.npz", exp / "evaluation.json",
+                 exp / "checkpoints" / "step_0000003.pt", exp / "checkpoints" / "best.pt", exp / "embeddings.npz", exp / "evaluation.json",
                  *(tmp_path / "cache").iterdir(), tmp_path / "figures" / "f.png"]
         assert any(f.suffix == ".npy" for f in files) and any(f.suffix == ".bad" for f in files)
         modes = {f.name: oct(f.stat().st_mode & 0o777) for f in files}
