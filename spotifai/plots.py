@@ -100,22 +100,33 @@ def retrieval_bars(
     metrics: Sequence[str] = ("playlist_precision@10", "artist_precision@10", "genre_precision@10"),
     method_column: str = "method",
     scope: str = "heldout",
+    intervals: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]] | None = None,
 ) -> Figure:
     """Grouped bar chart: one group per metric, one bar per method (rows of ``table``, all of one ``scope``:
-    "heldout" ranks held-out tracks among themselves, "catalogue" among every track)."""
+    "heldout" ranks held-out tracks among themselves, "catalogue" among every track).
+
+    ``intervals``: the ``"intervals"`` of :func:`spotifai.evaluate.evaluate_experiment`'s results
+    ({method: {scope: {metric: [low, high]}}}); each bar then carries its 95 % bootstrap interval."""
     metrics = [m for m in metrics if m in table.columns]
     long = table.melt(id_vars=[method_column], value_vars=metrics, var_name="metric", value_name="value")
     long["metric"] = long["metric"].str.replace("_", " ")
+    methods = list(dict.fromkeys(table[method_column]))
     fig, ax = plt.subplots(figsize=(9, 4.2))
-    sns.barplot(long, x="metric", y="value", hue=method_column, errorbar=None, ax=ax)
-    for bars in ax.containers:
+    sns.barplot(long, x="metric", y="value", hue=method_column, hue_order=methods, errorbar=None, ax=ax)
+    for method, bars in zip(methods, ax.containers, strict=True):
         ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+        bounds = ((intervals or {}).get(method) or {}).get(scope) or {}
+        for metric, bar in zip(metrics, bars, strict=True):
+            if metric in bounds and all(np.isfinite(bounds[metric])):
+                x = bar.get_x() + bar.get_width() / 2
+                ax.plot([x, x], bounds[metric], color="black", linewidth=0.9)
     ax.set_xlabel("")
     ax.set_ylabel("precision (held-out queries, " + ("whole catalogue)" if scope == "catalogue" else "held-out tracks)"))
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, ncols=2)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title("Retrieval quality on held-out tracks" + (", catalogue scope" if scope == "catalogue" else ""))
+    title = "Retrieval quality on held-out tracks" + (", catalogue scope" if scope == "catalogue" else "")
+    ax.set_title(title + (" (lines: 95 % bootstrap intervals)" if intervals else ""))
     fig.tight_layout()
     return fig
 
