@@ -31,7 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spotifai.audio import AudioConfig  # noqa: E402
-from spotifai.embed import embed_tracks, random_encoder  # noqa: E402
+from spotifai.baselines import random_encoder  # noqa: E402
+from spotifai.embed import embed_tracks  # noqa: E402
 from spotifai.experiment import demo_config  # noqa: E402
 
 FORMATS = [("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III")]

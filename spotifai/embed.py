@@ -20,9 +20,8 @@ checkpoint changed. Unreadable tracks (:class:`spotifai.audio.AudioError`) are s
 their reasons (and tried again next run). The file is written atomically (temp file + rename), also
 periodically during long runs so an interrupted run keeps its progress.
 
-Baselines for :mod:`spotifai.evaluate` live here too because they are "embeddings" computed by the same
-code: :func:`random_encoder` (same architecture, fixed seed, no training) and
-:func:`logmel_stats_vectors` (per-track mean and standard deviation of log-mel bands).
+Sharding across processes under ``torchrun`` lives in :mod:`spotifai.embed_shards`; the baselines of
+:mod:`spotifai.evaluate` (a random encoder, log-mel statistics) in :mod:`spotifai.baselines`.
 """
 
 from __future__ import annotations
@@ -92,10 +91,11 @@ def load_embeddings(experiment_path: str | Path) -> Embeddings:
     path = embeddings_path(experiment_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no embeddings (run `spotifai embed {Path(experiment_path)}` first)")
-    return _read_npz(path)
+    return read_embeddings_file(path)
 
 
-def _read_npz(path: Path) -> Embeddings:
+def read_embeddings_file(path: Path) -> Embeddings:
+    """The :class:`Embeddings` stored in the .npz ``path``; ValueError naming the file when it is not one."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return Embeddings(
@@ -111,10 +111,11 @@ def _read_npz(path: Path) -> Embeddings:
 
 def save_embeddings(experiment_path: str | Path, emb: Embeddings) -> Path:
     """Write ``emb`` to ``experiments/<name>/embeddings.npz`` atomically."""
-    return _write_npz(embeddings_path(experiment_path), emb)
+    return write_embeddings_file(embeddings_path(experiment_path), emb)
 
 
-def _write_npz(path: Path, emb: Embeddings) -> Path:
+def write_embeddings_file(path: Path, emb: Embeddings) -> Path:
+    """Write ``emb`` to the .npz ``path`` atomically (int64 ids, float32 vectors); returns ``path``."""
     return atomic.write_with(path, lambda fh: np.savez(
         fh,
         track_ids=np.asarray(emb.track_ids, dtype=np.int64),
@@ -144,7 +145,7 @@ def _cache_reader(audio_config, cache_dir: str):
     return CachedPatchSource(audio_config, cache_dir)
 
 
-def _whole_track_mel(path: str, audio_config, cache_dir: str | Path | None) -> torch.Tensor:
+def whole_track_mel(path: str, audio_config, cache_dir: str | Path | None) -> torch.Tensor:
     """(n_mels, frames) float32 normalized log-mel of the whole track: read from the patch cache when
     ``cache_dir`` is given (computed and stored on a miss; float16 values, see :mod:`spotifai.sampling`), else
     decoded."""
@@ -183,7 +184,7 @@ class _TrackPatches(torch.utils.data.Dataset):
                 patches = track_patches(path, self.audio_config)
             else:
                 cfg = self.audio_config
-                mel = _whole_track_mel(path, cfg, self.cache_dir)
+                mel = whole_track_mel(path, cfg, self.cache_dir)
                 patches = to_patches(mel, cfg.patch_frames, cfg.max_time_padding)
                 if patches.shape[0] == 0:
                     raise AudioError(path, f"too short: {mel.shape[-1]} frames for a {cfg.patch_frames}-frame patch")
@@ -197,7 +198,8 @@ class _TrackPatches(torch.utils.data.Dataset):
             return track_id, None, f"{type(exc).__name__}: {exc}"
 
 
-def _worker_init(_worker_id: int) -> None:
+def worker_init(_worker_id: int) -> None:
+    """DataLoader worker setup: one torch thread per decoding worker."""
     torch.set_num_threads(1)
 
 
@@ -210,7 +212,7 @@ def _decoded(
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
-        worker_init_fn=_worker_init if num_workers > 0 else None,
+        worker_init_fn=worker_init if num_workers > 0 else None,
         prefetch_factor=4 if num_workers > 0 else None,
         persistent_workers=False,
     )
@@ -230,6 +232,115 @@ class EmbedResult:
     failures: list[dict] = field(default_factory=list)
     seconds_decoding: float = 0.0
     seconds_model: float = 0.0
+
+
+class _PatchPacker:
+    """Packs the patches of consecutive tracks into forward passes and sums each track's unit patch vectors.
+
+    ``add`` queues a decoded track; ``forward(n)`` runs the next ``n`` queued patches (of one or several
+    tracks) through ``encoder``; ``finish_ready`` turns every track whose patches all went through into its
+    two L2-normalized vectors (in input order) and calls ``on_chunk`` every ``chunk_tracks`` finished tracks.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, device: torch.device, on_chunk, chunk_tracks: int):
+        self.encoder = encoder
+        self.device = device
+        self.on_chunk = on_chunk
+        self.chunk_tracks = chunk_tracks
+        self.done_ids: list[int] = []
+        self.done_f: list[np.ndarray] = []
+        self.done_p: list[np.ndarray] = []
+        self.failures: list[dict] = []
+        # Pending patches not yet through the model: list of (track_id, tensor (n, n_mels, frames)).
+        self.queue: list[tuple[int, torch.Tensor]] = []
+        self.queued = 0
+        self.remaining: dict[int, int] = {}  # track id -> patches not yet through the model
+        self.sums: dict[int, list[torch.Tensor]] = {}  # track id -> [feature sum, projection sum]
+        self.order: list[int] = []  # tracks waiting to be finished, in input order
+        self.t_decode = self.t_model = 0.0
+        self.since_chunk = 0
+
+    def add(self, tid: int, patches: torch.Tensor) -> None:
+        """Queue the (n, n_mels, patch_frames) patches of track ``tid``."""
+        self.queue.append((tid, patches))
+        self.queued += patches.shape[0]
+        self.remaining[tid] = int(patches.shape[0])
+        self.order.append(tid)
+
+    def _take(self, n: int) -> tuple[list[torch.Tensor], list[int], list[int]]:
+        """Pop the next ``n`` queued patches: (patch tensors, their track ids, patches per track)."""
+        parts: list[torch.Tensor] = []
+        owners: list[int] = []
+        counts: list[int] = []
+        while n > 0 and self.queue:
+            tid, patches = self.queue[0]
+            take = min(n, patches.shape[0])
+            parts.append(patches[:take])
+            owners.append(tid)
+            counts.append(take)
+            if take == patches.shape[0]:
+                self.queue.pop(0)
+            else:
+                self.queue[0] = (tid, patches[take:])
+            n -= take
+        return parts, owners, counts
+
+    def forward(self, n: int) -> None:
+        """Run the next ``n`` queued patches through the encoder and add their unit vectors to their tracks."""
+        t0 = time.perf_counter()
+        device = self.device
+        parts, owners, counts = self._take(n)
+        x = torch.cat(parts).to(device, non_blocking=True)
+        self.queued -= x.shape[0]
+        feats, projs = self.encoder(x, output="both")
+        feats = F.normalize(feats.float(), dim=-1)
+        projs = F.normalize(projs.float(), dim=-1)
+        seg = torch.repeat_interleave(torch.arange(len(owners), device=device), torch.tensor(counts, device=device))
+        f_sum = torch.zeros(len(owners), feats.shape[1], device=device).index_add_(0, seg, feats)
+        p_sum = torch.zeros(len(owners), projs.shape[1], device=device).index_add_(0, seg, projs)
+        for j, tid in enumerate(owners):
+            acc = self.sums.get(tid)
+            if acc is None:
+                self.sums[tid] = [f_sum[j], p_sum[j]]
+            else:
+                acc[0] = acc[0] + f_sum[j]
+                acc[1] = acc[1] + p_sum[j]
+            self.remaining[tid] -= counts[j]
+        self.t_model += time.perf_counter() - t0
+
+    def finish_ready(self) -> None:
+        """Normalize the sums of every track whose patches all went through; maybe call ``on_chunk``."""
+        ready = [t for t in self.order if self.remaining[t] == 0]
+        if not ready:
+            return
+        f = torch.stack([self.sums[t][0] for t in ready])
+        p = torch.stack([self.sums[t][1] for t in ready])
+        # mean of unit vectors, then unit length: the division by the count cancels in the normalization
+        self.done_f.append(F.normalize(f, dim=-1).cpu().numpy())
+        self.done_p.append(F.normalize(p, dim=-1).cpu().numpy())
+        self.done_ids.extend(ready)
+        for t in ready:
+            del self.sums[t], self.remaining[t]
+        ready_set = set(ready)
+        self.order[:] = [t for t in self.order if t not in ready_set]
+        self.since_chunk += len(ready)
+        if self.on_chunk is not None and self.since_chunk >= self.chunk_tracks:
+            self.since_chunk = 0
+            self.on_chunk(self.result())
+
+    def result(self) -> EmbedResult:
+        """The tracks finished so far (in the order they finished) and the failures so far."""
+        done_f, done_p = self.done_f, self.done_p
+        dim_f = done_f[0].shape[1] if done_f else 0
+        dim_p = done_p[0].shape[1] if done_p else 0
+        return EmbedResult(
+            track_ids=np.asarray(self.done_ids, dtype=np.int64),
+            features=np.concatenate(done_f).astype(np.float32) if done_f else np.zeros((0, dim_f), np.float32),
+            projections=np.concatenate(done_p).astype(np.float32) if done_p else np.zeros((0, dim_p), np.float32),
+            failures=list(self.failures),
+            seconds_decoding=self.t_decode,
+            seconds_model=self.t_model,
+        )
 
 
 def embed_tracks(
@@ -260,86 +371,7 @@ def embed_tracks(
     device = torch.device(device)
     encoder = encoder.to(device).eval()
     paths = {int(t): p for t, p in items}
-
-    done_ids: list[int] = []
-    done_f: list[np.ndarray] = []
-    done_p: list[np.ndarray] = []
-    failures: list[dict] = []
-    # Pending patches not yet through the model: list of (track_id, tensor (n, n_mels, frames)).
-    queue: list[tuple[int, torch.Tensor]] = []
-    queued = 0
-    remaining: dict[int, int] = {}  # track id -> patches not yet through the model
-    sums: dict[int, list[torch.Tensor]] = {}  # track id -> [feature sum, projection sum]
-    order: list[int] = []  # tracks waiting to be finished, in input order
-    t_decode = t_model = 0.0
-    since_chunk = 0
-
-    def forward(n: int) -> None:
-        nonlocal queued, t_model
-        t0 = time.perf_counter()
-        parts: list[torch.Tensor] = []
-        owners: list[int] = []
-        counts: list[int] = []
-        while n > 0 and queue:
-            tid, patches = queue[0]
-            take = min(n, patches.shape[0])
-            parts.append(patches[:take])
-            owners.append(tid)
-            counts.append(take)
-            if take == patches.shape[0]:
-                queue.pop(0)
-            else:
-                queue[0] = (tid, patches[take:])
-            n -= take
-        x = torch.cat(parts).to(device, non_blocking=True)
-        queued -= x.shape[0]
-        feats, projs = encoder(x, output="both")
-        feats = F.normalize(feats.float(), dim=-1)
-        projs = F.normalize(projs.float(), dim=-1)
-        seg = torch.repeat_interleave(torch.arange(len(owners), device=device), torch.tensor(counts, device=device))
-        f_sum = torch.zeros(len(owners), feats.shape[1], device=device).index_add_(0, seg, feats)
-        p_sum = torch.zeros(len(owners), projs.shape[1], device=device).index_add_(0, seg, projs)
-        for j, tid in enumerate(owners):
-            acc = sums.get(tid)
-            if acc is None:
-                sums[tid] = [f_sum[j], p_sum[j]]
-            else:
-                acc[0] = acc[0] + f_sum[j]
-                acc[1] = acc[1] + p_sum[j]
-            remaining[tid] -= counts[j]
-        t_model += time.perf_counter() - t0
-
-    def finish_ready() -> None:
-        nonlocal since_chunk
-        ready = [t for t in order if remaining[t] == 0]
-        if not ready:
-            return
-        f = torch.stack([sums[t][0] for t in ready])
-        p = torch.stack([sums[t][1] for t in ready])
-        # mean of unit vectors, then unit length: the division by the count cancels in the normalization
-        done_f.append(F.normalize(f, dim=-1).cpu().numpy())
-        done_p.append(F.normalize(p, dim=-1).cpu().numpy())
-        done_ids.extend(ready)
-        for t in ready:
-            del sums[t], remaining[t]
-        ready_set = set(ready)
-        order[:] = [t for t in order if t not in ready_set]
-        since_chunk += len(ready)
-        if on_chunk is not None and since_chunk >= chunk_tracks:
-            since_chunk = 0
-            on_chunk(_result())
-
-    def _result() -> EmbedResult:
-        dim_f = done_f[0].shape[1] if done_f else 0
-        dim_p = done_p[0].shape[1] if done_p else 0
-        return EmbedResult(
-            track_ids=np.asarray(done_ids, dtype=np.int64),
-            features=np.concatenate(done_f).astype(np.float32) if done_f else np.zeros((0, dim_f), np.float32),
-            projections=np.concatenate(done_p).astype(np.float32) if done_p else np.zeros((0, dim_p), np.float32),
-            failures=list(failures),
-            seconds_decoding=t_decode,
-            seconds_model=t_model,
-        )
+    packer = _PatchPacker(encoder, device, on_chunk, chunk_tracks)
 
     bar = tqdm(total=len(items), desc="embedding", unit="track", disable=not progress)
     with torch.inference_mode():
@@ -350,26 +382,23 @@ def embed_tracks(
                 tid, patches, reason = next(it)
             except StopIteration:
                 break
-            t_decode += time.perf_counter() - t0
+            packer.t_decode += time.perf_counter() - t0
             bar.update(1)
             tid = int(tid)
             if patches is None or patches.shape[0] == 0:
                 reason = reason or "no patches"
                 log.warning("skipping track %d (%s): %s", tid, paths.get(tid), reason)
-                failures.append({"track_id": tid, "path": paths.get(tid), "reason": reason})
+                packer.failures.append({"track_id": tid, "path": paths.get(tid), "reason": reason})
                 continue
-            queue.append((tid, patches))
-            queued += patches.shape[0]
-            remaining[tid] = int(patches.shape[0])
-            order.append(tid)
-            while queued >= batch_size:
-                forward(batch_size)
-                finish_ready()
-        while queued > 0:
-            forward(min(batch_size, queued))
-        finish_ready()
+            packer.add(tid, patches)
+            while packer.queued >= batch_size:
+                packer.forward(batch_size)
+                packer.finish_ready()
+        while packer.queued > 0:
+            packer.forward(min(batch_size, packer.queued))
+        packer.finish_ready()
     bar.close()
-    result = _result()
+    result = packer.result()
     # keep input order (tracks finish in input order already; this makes it explicit)
     rank = {int(t): i for i, (t, _) in enumerate(items)}
     perm = np.argsort([rank[int(t)] for t in result.track_ids], kind="stable")
@@ -379,16 +408,6 @@ def embed_tracks(
         result.projections[perm],
     )
     return result
-
-
-def random_encoder(model_config: dict, seed: int = 0) -> torch.nn.Module:
-    """The baseline encoder: the experiment's architecture with random weights (``seed``), eval mode."""
-    from spotifai.model import AudioEncoder, EncoderConfig
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AudioEncoder(EncoderConfig.from_dict(dict(model_config)))
-    return model.eval()
 
 
 # ------------------------------------------------------------------------------------------ experiments
@@ -404,70 +423,6 @@ def default_num_workers(device: str | torch.device) -> int:
     """Decoding workers: one per spare core, at most 4 (0 when the machine has a single core)."""
     cores = os.cpu_count() or 1
     return max(0, min(4, cores - 1))
-
-
-PART_GLOB = "embeddings.part-*.npz"
-
-
-def _part_path(experiment_path: Path, rank: int) -> Path:
-    return experiment_path / f"embeddings.part-{rank:05d}.npz"
-
-
-def _concat(parts: list[Embeddings], checkpoint_id: str, step: int) -> Embeddings:
-    """Rows of ``parts`` (later parts win for a repeated track id) sorted by track id."""
-    parts = [p for p in parts if p is not None and len(p)]
-    if not parts:
-        return Embeddings(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32),
-                          checkpoint_id, step)
-    ids = np.concatenate([p.track_ids for p in parts])
-    feats = np.concatenate([p.features for p in parts])
-    projs = np.concatenate([p.projections for p in parts])
-    last = {int(t): i for i, t in enumerate(ids)}
-    rows = np.array([last[t] for t in sorted(last)], dtype=np.int64)
-    return Embeddings(ids[rows], feats[rows], projs[rows], checkpoint_id, step)
-
-
-def _merge_parts(experiment_path: Path, checkpoint_id: str, step: int) -> int:
-    """Fold the shard files of a sharded run (``embeddings.part-*.npz``) made with ``checkpoint_id`` into
-    embeddings.npz (atomically; its rows of another checkpoint are dropped), then delete every shard file.
-    Returns the number of shard rows folded in."""
-    paths = sorted(experiment_path.glob(PART_GLOB))
-    parts = []
-    for path in paths:
-        try:
-            part = _read_npz(path)
-        except ValueError as exc:
-            log.warning("%s; ignored", exc)
-            continue
-        if part.checkpoint_id == checkpoint_id:
-            parts.append(part)
-    if parts:
-        base = None
-        if embeddings_path(experiment_path).is_file():
-            try:
-                base = load_embeddings(experiment_path)
-            except ValueError as exc:
-                log.warning("%s; replaced by the shards", exc)
-            if base is not None and base.checkpoint_id != checkpoint_id:
-                base = None
-        save_embeddings(experiment_path, _concat([base, *parts], checkpoint_id, step))
-    for path in paths:
-        path.unlink(missing_ok=True)
-    return sum(len(p) for p in parts)
-
-
-def _distributed() -> tuple[int, int, bool]:
-    """(rank, world size, whether this call made the process group) under ``torchrun``; gloo: the ranks only
-    exchange small objects and wait for each other, whatever device embeds."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size(), True
 
 
 def embed_experiment(
@@ -499,9 +454,11 @@ def embed_experiment(
     run keeps its progress: the next run folds the shard files in first) and rank 0 merges them into the same
     embeddings.npz a single process writes. Every rank returns the summary of the whole run.
     """
+    from spotifai import embed_shards
+
     experiment_path = Path(experiment_path)
     t_start = time.perf_counter()
-    rank, world, owns_group = _distributed()
+    rank, world, owns_group = embed_shards.distributed()
     try:
         if world > 1 and device == "cuda":
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
@@ -520,6 +477,7 @@ def _embed_experiment(experiment_path: Path, device: str, batch_size: int, max_p
     import torch.distributed as dist
 
     from spotifai import checkpoint as checkpoints
+    from spotifai import embed_shards
     from spotifai.experiment import cache_path, database_path, load_config
 
     config = load_config(experiment_path)
@@ -529,7 +487,7 @@ def _embed_experiment(experiment_path: Path, device: str, batch_size: int, max_p
     checkpoint_id = str(info["checkpoint_id"])
     step = int(info.get("step", -1))
     if rank == 0:  # shards of an interrupted sharded run: progress to keep
-        _merge_parts(experiment_path, checkpoint_id, step)
+        embed_shards.merge_parts(experiment_path, checkpoint_id, step)
     if world > 1:
         dist.barrier()
     conn = database.connect(database_path(experiment_path, config), create=False, readonly=True)
@@ -537,20 +495,7 @@ def _embed_experiment(experiment_path: Path, device: str, batch_size: int, max_p
         items = audio_items(conn)
     finally:
         conn.close()
-    wanted = {t for t, _ in items}
-
-    old: Embeddings | None = None
-    if not force and embeddings_path(experiment_path).is_file():
-        try:
-            old = load_embeddings(experiment_path)
-        except ValueError as exc:
-            log.warning("%s; re-embedding everything", exc)
-        if old is not None and old.checkpoint_id != checkpoint_id:
-            log.info("checkpoint changed (%s -> %s): re-embedding every track", old.checkpoint_id, checkpoint_id)
-            old = None
-    if old is not None:
-        keep = np.isin(old.track_ids, np.fromiter(wanted, dtype=np.int64, count=len(wanted)))
-        old = Embeddings(old.track_ids[keep], old.features[keep], old.projections[keep], old.checkpoint_id, step)
+    old = _previous_embeddings(experiment_path, checkpoint_id, step, {t for t, _ in items}, force)
     have = set(old.track_ids.tolist()) if old is not None else set()
     todo = [(t, p) for t, p in items if t not in have]
     log.info("%d tracks with audio: %d already embedded, %d to embed", len(items), len(have), len(todo))
@@ -558,20 +503,8 @@ def _embed_experiment(experiment_path: Path, device: str, batch_size: int, max_p
         todo = todo[rank::world]
         log.info("rank %d of %d: %d tracks", rank, world, len(todo))
 
-    def merged(res: EmbedResult) -> Embeddings:
-        if old is None or len(old) == 0:
-            return Embeddings(res.track_ids, res.features, res.projections, checkpoint_id, step)
-        if len(res.track_ids) == 0:
-            return old
-        ids = np.concatenate([old.track_ids, res.track_ids])
-        order = np.argsort(ids, kind="stable")
-        return Embeddings(
-            ids[order],
-            np.concatenate([old.features, res.features])[order],
-            np.concatenate([old.projections, res.projections])[order],
-            checkpoint_id,
-            step,
-        )
+    def as_embeddings(res: EmbedResult) -> Embeddings:
+        return Embeddings(res.track_ids, res.features, res.projections, checkpoint_id, step)
 
     if num_workers is None:
         num_workers = default_num_workers(device)
@@ -584,35 +517,20 @@ def _embed_experiment(experiment_path: Path, device: str, batch_size: int, max_p
         max_patches_per_track=max_patches_per_track,
         num_workers=min(num_workers, max(0, len(todo) - 1)),
         progress=progress,
-        on_chunk=(lambda partial: save_embeddings(experiment_path, merged(partial))) if world == 1 else (
-            lambda partial: _write_npz(_part_path(experiment_path, rank), Embeddings(
-                partial.track_ids, partial.features, partial.projections, checkpoint_id, step))),
+        on_chunk=(lambda partial: save_embeddings(experiment_path, _merged(old, as_embeddings(partial))))
+        if world == 1 else (lambda partial: write_embeddings_file(embed_shards.part_path(experiment_path, rank),
+                                                                  as_embeddings(partial))),
         chunk_tracks=save_every,
         cache_dir=cache_path(experiment_path, config) if use_cache else None,
     )
     if world > 1:
-        _write_npz(_part_path(experiment_path, rank),
-                   Embeddings(res.track_ids, res.features, res.projections, checkpoint_id, step))
-        counts = [None] * world
-        dist.all_gather_object(counts, (int(len(res.track_ids)), res.failures, res.seconds_decoding,
-                                        res.seconds_model))
-        if rank == 0:
-            _merge_parts(experiment_path, checkpoint_id, step)
-        dist.barrier()
-        final = load_embeddings(experiment_path) if embeddings_path(experiment_path).is_file() else merged(res)
-        res = EmbedResult(res.track_ids, res.features, res.projections,
-                          failures=[f for c in counts for f in c[1]],
-                          seconds_decoding=max(c[2] for c in counts), seconds_model=max(c[3] for c in counts))
-        embedded = sum(c[0] for c in counts)
+        final, res, embedded = embed_shards.gather(experiment_path, res, checkpoint_id, step, rank, world,
+                                                   fallback=_merged(old, as_embeddings(res)))
     else:
-        final = merged(res)
+        final = _merged(old, as_embeddings(res))
         save_embeddings(experiment_path, final)
         embedded = int(len(res.track_ids))
-    if res.failures:
-        reasons: dict[str, int] = {}
-        for f in res.failures:
-            reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
-        log.warning("%d tracks could not be embedded: %s", len(res.failures), reasons)
+    _log_failures(res.failures)
     return {
         "embedded": embedded,
         "skipped": len(have),
@@ -628,80 +546,51 @@ def _embed_experiment(experiment_path: Path, device: str, batch_size: int, max_p
     }
 
 
-# ------------------------------------------------------------------------------------------- baselines
-
-
-class _TrackLogMelStats(torch.utils.data.Dataset):
-    """Item i = (track_id, [band means, band standard deviations] (2 * n_mels,) or None, error reason or None)."""
-
-    def __init__(self, items: Sequence[tuple[int, str]], audio_config, cache_dir: str | Path | None = None):
-        self.items = list(items)
-        self.audio_config = audio_config
-        self.cache_dir = cache_dir
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        from spotifai.audio import AudioError
-
-        track_id, path = self.items[i]
+def _previous_embeddings(experiment_path: Path, checkpoint_id: str, step: int, wanted: set[int],
+                         force: bool) -> Embeddings | None:
+    """The rows of embeddings.npz still valid for this run: made with ``checkpoint_id``, of a track in
+    ``wanted`` (relabelled with ``step``); None when there are none to keep (``force``, no file, unreadable
+    file, other checkpoint)."""
+    old: Embeddings | None = None
+    if not force and embeddings_path(experiment_path).is_file():
         try:
-            if not path:
-                raise AudioError(path, "no audio file recorded for this track")
-            mel = _whole_track_mel(path, self.audio_config, self.cache_dir)
-            if mel.shape[-1] < 2:
-                raise AudioError(path, "too short for log-mel statistics")
-            return track_id, torch.cat([mel.mean(dim=-1), mel.std(dim=-1)]).float(), None
-        except AudioError as exc:
-            return track_id, None, str(exc.reason)
-        except (OSError, RuntimeError) as exc:
-            return track_id, None, f"{type(exc).__name__}: {exc}"
+            old = load_embeddings(experiment_path)
+        except ValueError as exc:
+            log.warning("%s; re-embedding everything", exc)
+        if old is not None and old.checkpoint_id != checkpoint_id:
+            log.info("checkpoint changed (%s -> %s): re-embedding every track", old.checkpoint_id, checkpoint_id)
+            old = None
+    if old is not None:
+        keep = np.isin(old.track_ids, np.fromiter(wanted, dtype=np.int64, count=len(wanted)))
+        old = Embeddings(old.track_ids[keep], old.features[keep], old.projections[keep], old.checkpoint_id, step)
+    return old
 
 
-def logmel_stats_vectors(
-    db: sqlite3.Connection | str | Path,
-    track_ids: Sequence[int],
-    audio_config,
-    *,
-    num_workers: int = 0,
-    progress: bool = True,
-    cache_dir: str | Path | None = None,
-) -> np.ndarray:
-    """Baseline track vectors: per-track mean and standard deviation of each log-mel band over the whole song.
-
-    ``db``: an open music DB connection or its path. Returns float32 (N, 2 * n_mels) in the order of
-    ``track_ids`` (means first, then standard deviations), not normalized; rows of tracks that cannot be
-    read (or are unknown / without audio) are NaN and logged. ``cache_dir``: read the log-mel from this patch
-    cache instead of decoding.
-    """
-    conn = db if isinstance(db, sqlite3.Connection) else database.connect(db, create=False, readonly=True)
-    try:
-        paths = {t: p for t, p in audio_items(conn, track_ids)}
-    finally:
-        if conn is not db:
-            conn.close()
-    n_mels = int(audio_config.n_mels)
-    out = np.full((len(track_ids), 2 * n_mels), np.nan, dtype=np.float32)
-    items = [(int(t), paths.get(int(t), "")) for t in track_ids]
-    loader = torch.utils.data.DataLoader(
-        _TrackLogMelStats(items, audio_config, cache_dir),
-        batch_size=None,
-        num_workers=num_workers,
-        worker_init_fn=_worker_init if num_workers > 0 else None,
+def _merged(old: Embeddings | None, new: Embeddings) -> Embeddings:
+    """``old``'s rows and ``new``'s together, sorted by track id (stable: ``old`` first for equal ids), with
+    ``new``'s checkpoint id and step; ``old`` itself when ``new`` is empty."""
+    if old is None or len(old) == 0:
+        return new
+    if len(new.track_ids) == 0:
+        return old
+    ids = np.concatenate([old.track_ids, new.track_ids])
+    order = np.argsort(ids, kind="stable")
+    return Embeddings(
+        ids[order],
+        np.concatenate([old.features, new.features])[order],
+        np.concatenate([old.projections, new.projections])[order],
+        new.checkpoint_id,
+        new.step,
     )
-    failed = 0
-    for row, (tid, vec, reason) in enumerate(
-        tqdm(loader, total=len(items), desc="log-mel stats", unit="track", disable=not progress)
-    ):
-        if vec is None:
-            failed += 1
-            log.warning("log-mel baseline: skipping track %s: %s", tid, reason)
-        else:
-            out[row] = vec.numpy()
-    if failed:
-        log.warning("log-mel baseline: %d of %d tracks unreadable", failed, len(items))
-    return out
+
+
+def _log_failures(failures: list[dict]) -> None:
+    """One warning with the number of tracks that could not be embedded, per reason."""
+    if failures:
+        reasons: dict[str, int] = {}
+        for f in failures:
+            reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+        log.warning("%d tracks could not be embedded: %s", len(failures), reasons)
 
 
 def main(argv: list[str] | None = None) -> int:

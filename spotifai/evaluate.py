@@ -21,8 +21,8 @@ Protocol (:func:`evaluate_experiment`):
   compared with log-mel statistics and the references by the paired bootstrap interval of the difference and
   of the ratio of means (same resampled queries for both; 2,000 resamples, fixed seed).
 * Methods: the trained model's ``features`` and ``projections`` (from ``embeddings.npz``), the same
-  architecture with random weights (:func:`spotifai.embed.random_encoder`, same embedding code), and the
-  per-track mean + standard deviation of log-mel bands (:func:`spotifai.embed.logmel_stats_vectors`,
+  architecture with random weights (:func:`spotifai.baselines.random_encoder`, same embedding code), and the
+  per-track mean + standard deviation of log-mel bands (:func:`spotifai.baselines.logmel_stats_vectors`,
   z-scored per dimension over the catalogue so that no band dominates the cosine). All methods are
   evaluated on the same tracks (those every method could embed). Optionally an off-the-shelf reference:
   musicnn's pretrained MSD model (``references=("musicnn",)``, :mod:`spotifai.reference`).
@@ -284,7 +284,8 @@ def _baseline_vectors(
     """{random-features, random-projections, logmel-stats}: (N, d) rows for ``track_ids`` (NaN rows where a
     track failed; without ``random``: logmel-stats only). Cached in ``experiments/<name>/baselines.npz``, keyed by
     the settings that make them (a cache with the random rows also serves a call without them)."""
-    from spotifai.embed import embed_tracks, logmel_stats_vectors, random_encoder
+    from spotifai.baselines import logmel_stats_vectors, random_encoder
+    from spotifai.embed import embed_tracks
     from spotifai.experiment import cache_path
 
     cache_dir = cache_path(experiment_path, config)

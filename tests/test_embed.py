@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from retrieval_corpus import TINY_AUDIO, TINY_MODEL, build_corpus, train_tiny_experiment
 
-from spotifai import database, embed
+from spotifai import baselines, database, embed
 from spotifai.audio import AudioConfig, track_patches
 
 AUDIO = AudioConfig.from_dict(TINY_AUDIO)
@@ -31,7 +31,7 @@ def items(corpus):
 
 @pytest.fixture(scope="module")
 def encoder():
-    return embed.random_encoder(TINY_MODEL, seed=3)
+    return baselines.random_encoder(TINY_MODEL, seed=3)
 
 
 def test_select_patches():
@@ -106,7 +106,7 @@ def test_worker_processes_give_the_same_vectors(encoder, items):
 
 def test_logmel_stats_vectors(corpus, items):
     ids = [t for t, _ in items[:3]] + [corpus.corrupt_id]
-    v = embed.logmel_stats_vectors(corpus.db, ids, AUDIO, progress=False)
+    v = baselines.logmel_stats_vectors(corpus.db, ids, AUDIO, progress=False)
     assert v.shape == (4, 2 * AUDIO.n_mels)
     assert np.isfinite(v[:3]).all() and np.isnan(v[3]).all()
     assert (v[:3, AUDIO.n_mels :] >= 0).all()  # standard deviations
@@ -177,8 +177,8 @@ def test_cached_log_mel_gives_the_decoded_vectors(encoder, items, tmp_path):
 
 def test_log_mel_statistics_from_the_cache_equal_decoding(corpus, tmp_path):
     ids = corpus.track_ids
-    decoded = embed.logmel_stats_vectors(corpus.db, ids, AUDIO, progress=False)
-    cached = embed.logmel_stats_vectors(corpus.db, ids, AUDIO, progress=False, cache_dir=tmp_path / "c")
+    decoded = baselines.logmel_stats_vectors(corpus.db, ids, AUDIO, progress=False)
+    cached = baselines.logmel_stats_vectors(corpus.db, ids, AUDIO, progress=False, cache_dir=tmp_path / "c")
     np.testing.assert_array_equal(np.isnan(cached), np.isnan(decoded))
     ok = ~np.isnan(decoded)
     np.testing.assert_allclose(cached[ok], decoded[ok], atol=2e-3)  # float16 log-mel in [-1, 1]

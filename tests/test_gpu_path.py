@@ -244,7 +244,7 @@ def test_torchrun_two_processes_embed_like_one_and_shards_resume(corpus, tmp_pat
 
     import numpy as np
 
-    from spotifai import embed
+    from spotifai import embed, embed_shards
 
     one = tmp_path / "one"
     train.train_model(one, config=tiny(corpus, training={"steps": 2}, progress={"val_period": 0}),
@@ -267,12 +267,12 @@ def test_torchrun_two_processes_embed_like_one_and_shards_resume(corpus, tmp_pat
     assert np.array_equal(a.track_ids, b.track_ids) and a.checkpoint_id == b.checkpoint_id
     for space in ("features", "projections"):
         assert (a.vectors(space) * b.vectors(space)).sum(axis=1).min() >= 0.9999
-    assert not list(two.glob(embed.PART_GLOB))
+    assert not list(two.glob(embed_shards.PART_GLOB))
     # an interrupted sharded run leaves shard files: the next run (any number of processes) keeps their rows
     half = len(a) // 2
-    embed._write_npz(embed._part_path(three, 1), embed.Embeddings(
+    embed.write_embeddings_file(embed_shards.part_path(three, 1), embed.Embeddings(
         a.track_ids[:half], a.features[:half], a.projections[:half], a.checkpoint_id, a.step))
     again = embed.embed_experiment(three, progress=False, num_workers=0)
     assert again["embedded"] == len(a) - half and again["total"] == len(a)
     c = embed.load_embeddings(three)
-    assert np.array_equal(c.track_ids, a.track_ids) and not list(three.glob(embed.PART_GLOB))
+    assert np.array_equal(c.track_ids, a.track_ids) and not list(three.glob(embed_shards.PART_GLOB))
