@@ -485,14 +485,7 @@ def evaluate_experiment(
     config = load_config(experiment_path)
     emb = load_embeddings(experiment_path)
     db_path = database_path(experiment_path, config)
-    conn = database.connect(db_path, create=False, readonly=True)
-    try:
-        split = config.data.split(conn)
-        playlists_of = database.track_playlists(conn)
-        meta = {int(r["id"]): r for r in database.tracks(conn, emb.track_ids.tolist())}
-        n_playlists = database.counts(conn)["playlists"]
-    finally:
-        conn.close()
+    split, playlists_of, meta, n_playlists = _read_music_db(db_path, config, emb.track_ids.tolist())
     if labels is None and (db_path.parent / LABELS_FILE).is_file():
         labels = db_path.parent / LABELS_FILE
 
@@ -506,33 +499,13 @@ def evaluate_experiment(
     for name in references:
         methods[f"{name}-msd" if name == "musicnn" else name] = _reference_vectors(name, db_path, meta, catalogue)
 
-    # the same tracks for every method: those every method could embed
-    ok = np.ones(len(catalogue), dtype=bool)
-    for vecs in methods.values():
-        ok &= np.isfinite(vecs).all(axis=1)
-    if not ok.all():
-        log.warning("%d tracks left out: not embedded by every method", int((~ok).sum()))
-    catalogue = catalogue[ok]
-    methods = {name: v[ok] for name, v in methods.items()}
-    heldout_set = set(split.heldout_tracks)
-    q_rows = np.array([i for i, t in enumerate(catalogue.tolist()) if t in heldout_set], dtype=np.int64)
-    if len(q_rows) < 2:
-        raise ValueError(
-            f"{experiment_path}: only {len(q_rows)} embedded held-out tracks; nothing to evaluate "
-            "(embed the experiment first, or use a larger corpus / heldout_track_fraction)"
-        )
+    catalogue, methods = _embedded_by_all(catalogue, methods)
+    q_rows = _heldout_rows(experiment_path, catalogue, split)
     log.info("evaluating %d held-out queries against %d held-out / %d catalogue tracks",
              len(q_rows), len(q_rows), len(catalogue))
     truths = _ground_truths(meta, catalogue, read_labels(labels) if labels else {})
     sets = [playlists_of.get(int(t), set()) for t in catalogue]
-    scopes = {"heldout": q_rows, "catalogue": np.arange(len(catalogue))}
-    per_query = _per_query_results(methods, q_rows, scopes, sets, truths, ks, chunk)
-    results = {
-        method: {scope: {**mean_metrics(metrics), "candidates": int(len(scopes[scope]) - 1)}
-                 for scope, metrics in by_scope.items()}
-        for method, by_scope in per_query.items()
-    }
-    intervals, comparisons = _intervals(per_query, [m for m in methods if m == "logmel-stats" or m.endswith("-msd")])
+    results, intervals, comparisons = _score(methods, q_rows, len(catalogue), sets, truths, ks, chunk)
     out = {
         "experiment": experiment_path.resolve().name,
         "checkpoint_id": emb.checkpoint_id,
@@ -550,6 +523,59 @@ def evaluate_experiment(
     out = _json_safe(out)
     atomic.write_text(experiment_path / EVALUATION_FILE, json.dumps(out, indent=2) + "\n")
     return out
+
+
+def _read_music_db(db_path: Path, config, track_ids: list[int]) -> tuple:
+    """(the experiment's split, {track id: its playlists}, {track id: its DB row} of ``track_ids``, number of
+    playlists), read from the music DB at ``db_path`` (read-only)."""
+    conn = database.connect(db_path, create=False, readonly=True)
+    try:
+        split = config.data.split(conn)
+        playlists_of = database.track_playlists(conn)
+        meta = {int(r["id"]): r for r in database.tracks(conn, track_ids)}
+        n_playlists = database.counts(conn)["playlists"]
+    finally:
+        conn.close()
+    return split, playlists_of, meta, n_playlists
+
+
+def _embedded_by_all(catalogue: np.ndarray, methods: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
+    """The tracks of ``catalogue`` (N,) whose rows are finite in every method's (N, dim) vectors, and those
+    rows: every method is evaluated on the same tracks."""
+    ok = np.ones(len(catalogue), dtype=bool)
+    for vecs in methods.values():
+        ok &= np.isfinite(vecs).all(axis=1)
+    if not ok.all():
+        log.warning("%d tracks left out: not embedded by every method", int((~ok).sum()))
+    return catalogue[ok], {name: v[ok] for name, v in methods.items()}
+
+
+def _heldout_rows(experiment_path: Path, catalogue: np.ndarray, split) -> np.ndarray:
+    """int64 positions in ``catalogue`` of the split's held-out tracks (the queries); ValueError when fewer
+    than two."""
+    heldout_set = set(split.heldout_tracks)
+    q_rows = np.array([i for i, t in enumerate(catalogue.tolist()) if t in heldout_set], dtype=np.int64)
+    if len(q_rows) < 2:
+        raise ValueError(
+            f"{experiment_path}: only {len(q_rows)} embedded held-out tracks; nothing to evaluate "
+            "(embed the experiment first, or use a larger corpus / heldout_track_fraction)"
+        )
+    return q_rows
+
+
+def _score(methods: dict[str, np.ndarray], q_rows: np.ndarray, n_catalogue: int, sets: list, truths: dict,
+           ks: Sequence[int], chunk: int) -> tuple[dict, dict, dict]:
+    """(methods = {method: {scope: {metric: mean, candidates}}}, intervals, comparisons) of the queries
+    ``q_rows`` in the scopes "heldout" (the queries only) and "catalogue" (all ``n_catalogue`` rows)."""
+    scopes = {"heldout": q_rows, "catalogue": np.arange(n_catalogue)}
+    per_query = _per_query_results(methods, q_rows, scopes, sets, truths, ks, chunk)
+    results = {
+        method: {scope: {**mean_metrics(metrics), "candidates": int(len(scopes[scope]) - 1)}
+                 for scope, metrics in by_scope.items()}
+        for method, by_scope in per_query.items()
+    }
+    intervals, comparisons = _intervals(per_query, [m for m in methods if m == "logmel-stats" or m.endswith("-msd")])
+    return results, intervals, comparisons
 
 
 def _baselines(
