@@ -16,8 +16,23 @@ HOP_LENGTH = 160
 """STFT hop, samples (10 ms at 16 kHz): 100 frames per second."""
 
 
+class _SectionConfig:
+    """``to_dict`` / strict ``from_dict`` of a config dataclass (an unknown key is a ValueError naming it)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise ValueError(f"unknown {cls.__name__} key {key!r} (known: {', '.join(sorted(known))})")
+        return cls(**d)
+
+
 @dataclass
-class EncoderConfig:
+class EncoderConfig(_SectionConfig):
     """Encoder hyper-parameters (plain data; round-trips through JSON via to_dict/from_dict)."""
 
     n_mels: int = 80
@@ -49,20 +64,9 @@ class EncoderConfig:
     def feedforward_dim(self) -> int:
         return self.ff_dim if self.ff_dim is not None else 4 * self.model_dim
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EncoderConfig:
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ValueError(f"unknown EncoderConfig key {key!r} (known: {sorted(known)})")
-        return cls(**d)
-
 
 @dataclass(frozen=True)
-class AudioConfig:
+class AudioConfig(_SectionConfig):
     """Spectrogram/patch settings.  ``n_mels`` mel bands; ``patch_frames`` frames per patch (10 ms each);
     ``max_time_padding`` the largest padded fraction allowed for the last patch of a track."""
 
@@ -83,20 +87,9 @@ class AudioConfig:
         """Duration of one patch in seconds."""
         return self.patch_frames * HOP_LENGTH / SAMPLE_RATE
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AudioConfig:
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ValueError(f"unknown AudioConfig key {key!r} (known: {sorted(known)})")
-        return cls(**d)
-
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(_SectionConfig):
     """Strengths of the view augmentations (every 0 = off; :data:`NONE` switches all off).
 
     ``gain_db``: gain drawn uniformly in ``[-gain_db, +gain_db]`` dB. ``eq_db``: largest boost or cut of the
@@ -133,13 +126,3 @@ class AugmentConfig:
             getattr(self, f.name) > 0 for f in fields(self) if f.name != "probability"
         )
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AugmentConfig:
-        known = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in known:
-                raise ValueError(f"unknown augment key {key!r} (known: {', '.join(sorted(known))})")
-        return cls(**d)
