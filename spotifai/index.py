@@ -215,6 +215,23 @@ class TrackIndex:
         have = (col.configuration or {}).get("hnsw") or {}
         return [k for k in _FIXED_HNSW_KEYS if k in self.hnsw and have.get(k) != self.hnsw[k]]
 
+    def _recreate_reasons(self, col, checkpoint_id: str, dim: int, rebuild: bool) -> list[str]:
+        """Why the existing collection ``col`` cannot be updated in place for vectors of ``dim`` made with
+        ``checkpoint_id`` (empty when it can): rebuild requested, other checkpoint, other dimension, or
+        HNSW settings that Chroma cannot change after creation."""
+        meta = col.metadata or {}
+        reasons = []
+        if rebuild:
+            reasons.append("rebuild requested")
+        if meta.get("checkpoint_id") != checkpoint_id:
+            reasons.append(f"checkpoint {meta.get('checkpoint_id')} -> {checkpoint_id}")
+        if meta.get("dim") not in (None, dim):
+            reasons.append(f"dimension {meta.get('dim')} -> {dim}")
+        conflicts = self._hnsw_conflict(col)
+        if conflicts:
+            reasons.append(f"HNSW settings {conflicts} changed")
+        return reasons
+
     def build_space(
         self,
         space: str,
@@ -243,17 +260,7 @@ class TrackIndex:
         col = self._get(space, refresh=True)
         recreated = False
         if col is not None:
-            meta = col.metadata or {}
-            reasons = []
-            if rebuild:
-                reasons.append("rebuild requested")
-            if meta.get("checkpoint_id") != checkpoint_id:
-                reasons.append(f"checkpoint {meta.get('checkpoint_id')} -> {checkpoint_id}")
-            if meta.get("dim") not in (None, vectors.shape[1]):
-                reasons.append(f"dimension {meta.get('dim')} -> {vectors.shape[1]}")
-            conflicts = self._hnsw_conflict(col)
-            if conflicts:
-                reasons.append(f"HNSW settings {conflicts} changed")
+            reasons = self._recreate_reasons(col, checkpoint_id, int(vectors.shape[1]), rebuild)
             if reasons:
                 log.info("recreating %s: %s", col.name, "; ".join(reasons))
                 self.client.delete_collection(col.name)
