@@ -208,6 +208,15 @@ class _State:
 
         threading.Thread(target=run, name="spotifai-search-warmup", daemon=True).start()
 
+    def ready_neighbours(self) -> Neighbours:
+        """The neighbour backend, waiting up to :data:`INDEX_WAIT_S` for it to open; 503 (with ``Retry-After``
+        while it is still opening) when there is none."""
+        if not self.index_ready.wait(INDEX_WAIT_S):
+            raise HTTPException(status_code=503, detail="the index is still opening", headers={"retry-after": "2"})
+        if self.neighbours is None:
+            raise HTTPException(status_code=503, detail=f"no index available ({self.index_status})")
+        return self.neighbours
+
     def start_index(self) -> None:
         if self._open_neighbours is None:
             self.index_ready.set()
@@ -280,21 +289,9 @@ def create_app(
     db_path = Path(database_path)
     database.connect(db_path, readonly=True).close()  # fail fast, naming the file
 
-    open_neighbours: Callable[[], Neighbours] | None
-    if neighbours is not None:
-        backend = neighbours
-        open_neighbours = (lambda: backend) if hasattr(backend, "similar") else backend  # type: ignore[assignment,return-value]
-    elif experiment is not None:
-        open_neighbours = lambda: IndexNeighbours(  # noqa: E731
-            experiment, index_path=index_path, host=chroma_host, port=chroma_port, space=space
-        )
-    else:
-        open_neighbours = None
-
+    open_neighbours = _neighbour_opener(neighbours, experiment, index_path, chroma_host, chroma_port, space)
     state = _State(db_path, open_neighbours)
     embedder = upload.UploadEmbedder(experiment, space) if uploads and experiment is not None else None
-    static = resources.files("spotifai.app").joinpath("static")
-    pages = {name: static.joinpath(name).read_bytes() for name in _STATIC_FILES}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -306,8 +303,42 @@ def create_app(
 
     app = FastAPI(title="spotifai Song Recommender", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.spotifai = state
+    _add_error_handlers(app)
+    _add_page_routes(app)
+    _add_health_route(app, state, embedder)
+    _add_search_routes(app, state)
+    _add_similar_route(app, state)
+    _add_upload_route(app, state, embedder, max_upload_bytes)
+    _add_audio_route(app, state)
+    _add_api_not_found(app)  # last: it matches every /api/ path the routes above do not
+    # Host check, security headers (pure ASGI)
+    app.add_middleware(guards.HostMiddleware, allowed=allowed_hosts)
+    app.add_middleware(_HeadersMiddleware)  # added last = outermost: its headers go on every response
+    return app
 
-    # --------------------------------------------------------------------------------- error handling
+
+def _neighbour_opener(
+    neighbours: Neighbours | Callable[[], Neighbours] | None, experiment: str | Path | None,
+    index_path: str | Path | None, chroma_host: str | None, chroma_port: int | None, space: str,
+) -> Callable[[], Neighbours] | None:
+    """The zero-argument function that opens the neighbour backend (see :func:`create_app`), or None when
+    neither ``neighbours`` nor ``experiment`` is given."""
+    if neighbours is not None:
+        backend = neighbours
+        return (lambda: backend) if hasattr(backend, "similar") else backend  # type: ignore[return-value]
+    if experiment is not None:
+        return lambda: IndexNeighbours(
+            experiment, index_path=index_path, host=chroma_host, port=chroma_port, space=space
+        )
+    return None
+
+
+# ------------------------------------------------------------------------------------------- routes
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as a JSON object ``{"detail": ...}``: HTTP errors, validation errors (422, one line per
+    problem), anything else (500, logged, no stack trace to the client)."""
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -326,7 +357,11 @@ def create_app(
         log.exception("error while answering %s", request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
-    # ------------------------------------------------------------------------------------------- page
+
+def _add_page_routes(app: FastAPI) -> None:
+    """``/`` (the page) and ``/static/{name}`` (its script and style sheet only), read once, here."""
+    static = resources.files("spotifai.app").joinpath("static")
+    pages = {name: static.joinpath(name).read_bytes() for name in _STATIC_FILES}
 
     def _page(name: str) -> Response:
         return Response(pages[name], media_type=_STATIC_FILES[name], headers={"cache-control": "no-cache"})
@@ -341,12 +376,18 @@ def create_app(
             raise HTTPException(status_code=404, detail="not found")
         return _page(name)
 
-    # -------------------------------------------------------------------------------------------- API
+
+def _add_health_route(app: FastAPI, state: _State, embedder: upload.UploadEmbedder | None) -> None:
+    """``GET /api/health``: the index's and the upload model's status."""
 
     @app.get("/api/health")
     def health() -> dict:
         return {"status": "ok", "index": state.index_status,
                 "uploads": embedder.status if embedder is not None else "off"}
+
+
+def _add_search_routes(app: FastAPI, state: _State) -> None:
+    """``GET /api/search`` (a page of search results) and ``GET /api/tracks/{id}`` (one track's metadata)."""
 
     @app.get("/api/search")
     def search_tracks(
@@ -386,18 +427,28 @@ def create_app(
             raise HTTPException(status_code=404, detail="track not found")
         return _public_track(row)
 
+
+def _add_similar_route(app: FastAPI, state: _State) -> None:
+    """``GET /api/tracks/{id}/similar``: the nearest stored vectors of a stored track."""
+
     @app.get("/api/tracks/{track_id}/similar")
     def similar_tracks(track_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> dict:
         tid = _parse_id(track_id)
         conn = state.conn()
         if database.track(conn, tid) is None:
             raise HTTPException(status_code=404, detail="track not found")
-        neighbours = _ready_neighbours()
+        neighbours = state.ready_neighbours()
         try:
             pairs = neighbours.similar(tid, max(k, REFERENCE_RANK))
         except KeyError:
             raise HTTPException(status_code=404, detail="this track has no vector in the index") from None
         return {"track_id": tid, "k": k, **_results(conn, [(t, s) for t, s in pairs if t != tid], k)}
+
+
+def _add_upload_route(app: FastAPI, state: _State, embedder: upload.UploadEmbedder | None,
+                      max_upload_bytes: int) -> None:
+    """``POST /api/similar-to-file``: the nearest stored vectors of an uploaded file (the body, read in chunks
+    and refused past ``max_upload_bytes``; checked as :mod:`spotifai.app.upload` describes)."""
 
     @app.post("/api/similar-to-file")
     async def similar_to_file(request: Request, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> Response:
@@ -417,39 +468,16 @@ def create_app(
             vector = await run_in_threadpool(embedder.embed, data, suffix)
         except upload.UploadError as exc:
             return JSONResponse({"detail": exc.detail}, status_code=exc.status)
-        neighbours = await run_in_threadpool(_ready_neighbours)
+        neighbours = await run_in_threadpool(state.ready_neighbours)
         if not hasattr(neighbours, "nearest"):
             raise HTTPException(status_code=503, detail="this index cannot search by vector")
         pairs = await run_in_threadpool(neighbours.nearest, vector, max(k, REFERENCE_RANK))  # type: ignore[attr-defined]
         return JSONResponse({"k": k, **await run_in_threadpool(_results, state.conn(), pairs, k)})
 
-    def _ready_neighbours() -> Neighbours:
-        if not state.index_ready.wait(INDEX_WAIT_S):
-            raise HTTPException(status_code=503, detail="the index is still opening", headers={"retry-after": "2"})
-        if state.neighbours is None:
-            raise HTTPException(status_code=503, detail=f"no index available ({state.index_status})")
-        return state.neighbours
 
-    def _results(conn: sqlite3.Connection, pairs: list[tuple[int, float]], k: int) -> dict:
-        """The first ``k`` of ``pairs`` with their metadata, and the bar's reference (see the module docstring)."""
-        reference = pairs[min(len(pairs), REFERENCE_RANK) - 1][1] if len(pairs) > k else None
-        by_id = {t["id"]: t for t in database.tracks(conn, [t for t, _ in pairs[:k]])}
-        results = [
-            {
-                "id": t,
-                "title": by_id[t]["title"],
-                "artist": by_id[t]["artist"],
-                "album": by_id[t]["album"],
-                "similarity": round(s, 4),
-                "relative": round(min(1.0, max(0.0, (s - reference) / (1 - reference))), 4)
-                if reference is not None and reference < 1 else round(max(0.0, s), 4),
-                "has_audio": bool(by_id[t]["audio_path"]) and (by_id[t]["duration"] or 0) > 0,
-            }
-            for t, s in pairs[:k]
-            if t in by_id
-        ]
-        return {"reference": None if reference is None else round(reference, 4), "reference_rank":
-                min(len(pairs), REFERENCE_RANK), "results": results}
+def _add_audio_route(app: FastAPI, state: _State) -> None:
+    """``GET``/``HEAD /api/tracks/{id}/audio``: the track's file, only where :func:`guards.servable_audio`
+    allows it, with Range requests checked by :func:`guards.check_range`."""
 
     @app.api_route("/api/tracks/{track_id}/audio", methods=["GET", "HEAD"])
     def track_audio(track_id: str, request: Request) -> Response:
@@ -464,15 +492,35 @@ def create_app(
         media_type = AUDIO_MEDIA_TYPES.get(Path(row["audio_path"]).suffix.lower(), "application/octet-stream")
         return FileResponse(path, media_type=media_type, headers={"cache-control": "private, max-age=3600"})
 
+
+def _add_api_not_found(app: FastAPI) -> None:
+    """Any other ``/api/`` path and method: the JSON 404."""
+
     @app.api_route("/api/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
     def api_not_found(rest: str) -> Response:
         raise HTTPException(status_code=404, detail="not found")
 
-    # ------------------------------------------------------------- Host check, security headers (pure ASGI)
 
-    app.add_middleware(guards.HostMiddleware, allowed=allowed_hosts)
-    app.add_middleware(_HeadersMiddleware)  # added last = outermost: its headers go on every response
-    return app
+def _results(conn: sqlite3.Connection, pairs: list[tuple[int, float]], k: int) -> dict:
+    """The first ``k`` of ``pairs`` with their metadata, and the bar's reference (see the module docstring)."""
+    reference = pairs[min(len(pairs), REFERENCE_RANK) - 1][1] if len(pairs) > k else None
+    by_id = {t["id"]: t for t in database.tracks(conn, [t for t, _ in pairs[:k]])}
+    results = [
+        {
+            "id": t,
+            "title": by_id[t]["title"],
+            "artist": by_id[t]["artist"],
+            "album": by_id[t]["album"],
+            "similarity": round(s, 4),
+            "relative": round(min(1.0, max(0.0, (s - reference) / (1 - reference))), 4)
+            if reference is not None and reference < 1 else round(max(0.0, s), 4),
+            "has_audio": bool(by_id[t]["audio_path"]) and (by_id[t]["duration"] or 0) > 0,
+        }
+        for t, s in pairs[:k]
+        if t in by_id
+    ]
+    return {"reference": None if reference is None else round(reference, 4), "reference_rank":
+            min(len(pairs), REFERENCE_RANK), "results": results}
 
 
 class _HeadersMiddleware:
