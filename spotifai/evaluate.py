@@ -254,6 +254,22 @@ def bootstrap_interval(
 # ------------------------------------------------------------------------------------------- experiments
 
 
+LABELLED_METRICS = ("album_precision@5", "composer_precision@5")
+PLAYLIST_METRICS = ("playlist_precision@10", "artist_precision@10", "genre_precision@10")
+
+
+def headline_metrics(results: dict) -> tuple[list[str], str]:
+    """(metrics, scope) that answer the experiment's question, for figures and summaries.
+
+    With a labels file (real music: one playlist per album) the question is "same album / composer" among the
+    whole catalogue; without one (the demo) "same playlist / artist / genre" among the held-out tracks, even
+    though the DB's own album column makes album metrics exist there too."""
+    if results.get("labels"):
+        some = next(iter(results["methods"].values()))["catalogue"]
+        return [m for m in LABELLED_METRICS if m in some], "catalogue"
+    return list(PLAYLIST_METRICS), "heldout"
+
+
 def _json_safe(obj):
     if isinstance(obj, dict):
         return {k: _json_safe(v) for k, v in obj.items()}

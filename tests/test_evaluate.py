@@ -205,3 +205,16 @@ def test_read_labels_and_errors(tmp_path):
     no_path.write_text("file,album\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"nopath\.csv: line 1: .*'path' column"):
         ev.read_labels(no_path)
+
+
+def test_headline_metrics_follow_the_question_not_the_columns():
+    # the demo DB has an album column, so album metrics exist without a labels file: the figure must still
+    # show the playlist question on held-out tracks (notebook 06 showed demo album P@5 before)
+    scores = {"catalogue": {"album_precision@5": 0.3, "composer_precision@5": 0.2, "playlist_precision@10": 0.5},
+              "heldout": {"playlist_precision@10": 0.5}}
+    demo = {"labels": None, "methods": {"trained-projections": scores}}
+    assert ev.headline_metrics(demo) == (list(ev.PLAYLIST_METRICS), "heldout")
+    real = {"labels": "data/real/labels.csv", "methods": {"trained-projections": scores}}
+    assert ev.headline_metrics(real) == (["album_precision@5", "composer_precision@5"], "catalogue")
+    no_composer = {"labels": "x.csv", "methods": {"m": {"catalogue": {"album_precision@5": 0.3}}}}
+    assert ev.headline_metrics(no_composer) == (["album_precision@5"], "catalogue")
