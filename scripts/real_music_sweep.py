@@ -118,7 +118,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--database", default=None)
     p.add_argument("--out", default="experiments/real")
-    p.add_argument("--preset", default="real")
+    p.add_argument("--preset", default="demo", choices=sorted(experiments.PRESETS))
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--reference", action="append", default=[], choices=["musicnn"])

@@ -43,9 +43,10 @@ class EncoderConfig(_SectionConfig):
     n_heads: int = 8
     ff_dim: int | None = None  # None -> 4 * model_dim
     dropout: float = 0.0
+    time_stride: int = 2  # frames per token after the stem (Whisper: 2); see spotifai.model
 
     def __post_init__(self) -> None:
-        for name in ("n_mels", "n_frames", "model_dim", "projection_dim", "n_layers", "n_heads"):
+        for name in ("n_mels", "n_frames", "model_dim", "projection_dim", "n_layers", "n_heads", "time_stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"EncoderConfig.{name} must be a positive int, got {value!r}")
@@ -59,10 +60,20 @@ class EncoderConfig(_SectionConfig):
             )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"EncoderConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.time_stride > self.n_frames:
+            raise ValueError(
+                f"EncoderConfig.time_stride ({self.time_stride}) must not exceed n_frames ({self.n_frames})"
+            )
 
     @property
     def feedforward_dim(self) -> int:
         return self.ff_dim if self.ff_dim is not None else 4 * self.model_dim
+
+    def tokens(self, frames: int) -> int:
+        """Tokens the transformer sees for a ``frames``-frame input (the stem's output length)."""
+        if self.time_stride <= 2:
+            return -(-frames // self.time_stride)
+        return (frames - self.time_stride) // self.time_stride + 1
 
 
 @dataclass(frozen=True)

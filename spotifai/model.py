@@ -5,6 +5,7 @@ Shapes (B = batch, M = n_mels, T = frames of 10 ms, D = model_dim, P = projectio
     mel (B, M, T)
       -> Conv1d(M -> D, k=3, pad 1) + GELU                  (B, D, T)
       -> Conv1d(D -> D, k=3, stride 2, pad 1) + GELU        (B, D, T' = ceil(T / 2))
+         (time_stride s: k=3 pad 1 for s <= 2; k=s pad 0, T' = floor(T / s), for s > 2)
       -> transpose + sinusoidal positions                   (B, T', D)
       -> n_layers x pre-norm transformer block              (B, T', D)
            x = x + Attn(LN(x))   (multi-head, scaled_dot_product_attention, batch-first)
@@ -15,6 +16,10 @@ Shapes (B = batch, M = n_mels, T = frames of 10 ms, D = model_dim, P = projectio
 Nothing is tied to T: the sinusoidal table is computed for any length (``n_frames`` only sizes the cached table)
 and pooling is a mean, so a model trained on 5 s patches embeds longer windows unchanged.  The projector has
 BatchNorm: call ``.eval()`` for inference (features do not depend on the mode).
+
+``time_stride`` > 2 makes the second convolution a non-overlapping patchify (kernel = stride, as in AST/ViT):
+the transformer's cost per patch falls by about s / 2, so long patches fit a CPU budget (the ``cpu`` preset of
+:mod:`spotifai.experiment`).  The default 2 is the Whisper stem, unchanged.
 """
 
 from __future__ import annotations
@@ -79,8 +84,9 @@ class AudioEncoder(nn.Module):
         self.config = config = config or EncoderConfig()
         d = config.model_dim
         self.conv1 = nn.Conv1d(config.n_mels, d, kernel_size=3, padding=1)
-        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
-        self.register_buffer("positions", sinusoids((config.n_frames + 1) // 2, d), persistent=False)
+        s = config.time_stride
+        self.conv2 = nn.Conv1d(d, d, kernel_size=3 if s <= 2 else s, stride=s, padding=1 if s <= 2 else 0)
+        self.register_buffer("positions", sinusoids(config.tokens(config.n_frames), d), persistent=False)
         self.blocks = nn.ModuleList(
             Block(d, config.n_heads, config.feedforward_dim, config.dropout) for _ in range(config.n_layers)
         )
@@ -105,6 +111,10 @@ class AudioEncoder(nn.Module):
         """(B, n_mels, T) -> (B, model_dim) features."""
         if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
             raise ValueError(f"expected mel of shape (B, {self.config.n_mels}, T), got {tuple(mel.shape)}")
+        if self.config.tokens(mel.shape[2]) < 1:  # fewer frames than one token of the stem
+            raise ValueError(
+                f"expected at least time_stride = {self.config.time_stride} frames, got {mel.shape[2]}"
+            )
         x = F.gelu(self.conv1(mel))
         # (B, T', D) made contiguous once: otherwise the residual stream keeps the conv's channel-first memory
         # layout and every LayerNorm/Linear of every block (and its backward) pays a hidden copy.

@@ -81,3 +81,36 @@ def test_backward_and_state_dict_round_trip():
     model.eval()
     clone.eval()
     assert torch.equal(model(mel, "projections"), clone(mel, "projections"))
+
+
+@pytest.mark.parametrize("stride", [1, 2, 4, 8])
+@pytest.mark.parametrize("t", [8, 63, 64, 65, 300])
+def test_time_stride_tokens(stride, t):
+    """The stem turns ``t`` frames into ``config.tokens(t)`` tokens (stride 2 is the Whisper stem: ceil(t / 2)),
+    and the model embeds any length of at least ``time_stride`` frames."""
+    cfg = EncoderConfig(n_mels=16, n_frames=64, model_dim=32, projection_dim=24, n_layers=1, n_heads=4,
+                        time_stride=stride)
+    model = AudioEncoder(cfg).eval()
+    mel = torch.randn(2, 16, t)
+    stem = torch.nn.functional.gelu(model.conv2(torch.nn.functional.gelu(model.conv1(mel))))
+    assert stem.shape[-1] == cfg.tokens(t)
+    if stride == 2:
+        assert cfg.tokens(t) == -(-t // 2) and model.conv2.kernel_size == (3,)
+    with torch.no_grad():
+        feats, proj = model(mel)
+    assert feats.shape == (2, 32) and proj.shape == (2, 24) and torch.isfinite(proj).all()
+
+
+def test_time_stride_defaults_and_limits():
+    """Configs written before ``time_stride`` existed read as the Whisper stem; a too-short input is a clear
+    error, not a convolution's."""
+    old = {k: v for k, v in SMALL.to_dict().items() if k != "time_stride"}
+    assert EncoderConfig.from_dict(old).time_stride == 2
+    with pytest.raises(ValueError, match="time_stride"):
+        EncoderConfig(n_frames=4, time_stride=8)
+    with pytest.raises(ValueError, match="time_stride"):
+        EncoderConfig(time_stride=0)
+    model = AudioEncoder(EncoderConfig(n_mels=16, n_frames=64, model_dim=32, projection_dim=24, n_layers=1,
+                                       n_heads=4, time_stride=8))
+    with pytest.raises(ValueError, match="at least time_stride = 8 frames"):
+        model(torch.randn(2, 16, 7))

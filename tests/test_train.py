@@ -137,6 +137,10 @@ def test_overrides():
     with pytest.raises(experiments.ConfigError, match="bogus"):
         experiments.default_config("x.db", bogus=1)
     experiments.validate_config(experiments.demo_config("x.db"))
+    for name in experiments.PRESETS:
+        experiments.validate_config(experiments.preset_config(name, "x.db"))
+    cpu = experiments.as_config(experiments.preset_config("cpu", "x.db")).model
+    assert cpu.time_stride == 8 and cpu.tokens(cpu.n_frames) == 128  # 10.24 s patches as 128 tokens
 
 
 def test_config_written_before_track_weight_reads_as_playlist_only():
