@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from spotifai.experiment import PRESETS
+
 DESCRIPTION = (
     "spotifai: learn what music sounds like from how people group it. Pipeline: build or ingest a music DB, "
     "train an encoder on its playlists, embed every track, index the vectors, then find similar tracks "
@@ -401,7 +403,10 @@ def _add_train(sub) -> None:
     )
     p.add_argument("experiment", type=Path, help="experiment folder, e.g. experiments/demo")
     p.add_argument("--database", type=Path, default=None, help="music DB for a new experiment")
-    p.add_argument("--demo", action="store_true", help="new experiment: the small CPU demo config")
+    p.add_argument("--preset", choices=list(PRESETS), default="full",
+                   help="new experiment's config: full (GPU size, default), cpu (real music on a CPU, ~25 min on "
+                        "2 cores), demo (the synthetic demo's small model), tiny (smoke tests)")
+    p.add_argument("--demo", dest="preset", action="store_const", const="demo", help="the same as --preset demo")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false", help="train in fp32")
     p.add_argument("--no-multi-processing", dest="multi_processing", action="store_false",
@@ -412,7 +417,7 @@ def _add_train(sub) -> None:
         from spotifai import train
 
         summary = train.train_command(
-            args.experiment, database=args.database, demo=args.demo, device=_device(args.device),
+            args.experiment, database=args.database, preset=args.preset, device=_device(args.device),
             mixed_precision=args.mixed_precision, multi_processing=args.multi_processing, steps=args.steps,
         )
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 prints

@@ -47,10 +47,9 @@ from spotifai.experiment import (
     as_config,
     cache_path,
     database_path,
-    default_config,
-    demo_config,
     format_history_row,
     load_config,
+    preset_config,
     write_config,
     write_history,
 )
@@ -592,7 +591,7 @@ def train_model(
 ) -> dict:
     """Train (or resume) the experiment in ``experiment_path``.
 
-    ``config``: a new experiment's config (see :func:`default_config`), written to config.json; ``None``
+    ``config``: a new experiment's config (see :func:`spotifai.experiment.preset_config`), written to config.json; ``None``
     resumes the experiment in the folder (from its newest checkpoint, or from step 0 when it has none).
     ``device``: "cpu" or "cuda"; ``mixed_precision``: False forces fp32 whatever training.precision says;
     ``multi_processing``: False makes batches in this process (no DataLoader workers).
@@ -648,14 +647,15 @@ def train_command(
     experiment: str | Path,
     *,
     database: str | Path | None = None,
-    demo: bool = False,
+    preset: str = "full",
     device: str = "cpu",
     mixed_precision: bool = True,
     multi_processing: bool = True,
     steps: int | None = None,
 ) -> dict:
-    """What ``spotifai train`` does: create the experiment from ``database`` (default or, with ``demo``, the
-    demo config) when it has no config.json yet, else resume it; ``steps`` overrides training.steps."""
+    """What ``spotifai train`` does: create the experiment from ``database`` with the named ``preset``'s config
+    (:data:`spotifai.experiment.PRESETS`) when it has no config.json yet, else resume it; ``steps`` overrides
+    training.steps."""
     experiment = Path(experiment)
     config = None
     if not (experiment / CONFIG_FILE).exists():
@@ -663,7 +663,7 @@ def train_command(
             raise FileNotFoundError(
                 f"{experiment / CONFIG_FILE}: no experiment there; pass --database DB to create one"
             )
-        config = demo_config(database) if demo else default_config(database)
+        config = preset_config(preset, database)
     elif database is not None:
         log.info("%s exists: resuming it (--database ignored)", experiment / CONFIG_FILE)
     if steps is not None:

@@ -149,3 +149,17 @@ def test_screenshot_notebook_skips_without_a_browser(tmp_path):
     text = out.read_text()
     assert "Skipping the screenshot:" in text and "no-such-chromium: no such browser executable" in text
     assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("flags, preset", [([], "full"), (["--preset", "cpu"], "cpu"), (["--demo"], "demo"),
+                                           (["--preset", "tiny"], "tiny")])
+def test_train_preset_flag_picks_the_new_experiments_config(tmp_path, monkeypatch, flags, preset):
+    """`spotifai train EXP --database DB --preset NAME` creates EXP with that preset's config (--demo = demo)."""
+    from spotifai import experiment as experiments
+    from spotifai import train
+
+    seen = {}
+    monkeypatch.setattr(train, "train_model", lambda exp, **kw: seen.update(kw) or {"steps": 0})
+    db = tmp_path / "music.db"
+    assert cli_main(["train", str(tmp_path / "exp"), "--database", str(db), *flags]) == 0
+    assert seen["config"] == experiments.preset_config(preset, db)
