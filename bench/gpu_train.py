@@ -104,7 +104,8 @@ def model_alone(experiment: Path, cfg: dict, plan, device: str, compiled: bool, 
     runner.flush()
     _sync(device)
     seconds = time.perf_counter() - t0
-    out = {"patches_per_s": round(n * steps / seconds, 1), "steps": steps, "first_step_s": round(first, 2),
+    out = {"patches_per_s": round(n * steps / seconds, 1), "patches_per_step": n, "steps": steps,
+           "first_step_s": round(first, 2),
            "peak_gib": _peak_gib(device), "loss": round(runner.last_loss, 4), "precision": runner.precision,
            "compiled": runner.compiled}
     del runner
@@ -146,7 +147,7 @@ def main() -> int:
                         help="also the compiled loop in fp16 (default: on CUDA)")
     parser.add_argument("--steps", type=int, default=None, help="model-alone steps (default 20 CUDA, 3 CPU)")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--loop-steps", type=int, default=None, help="loop steps (default 60 CUDA, 4 CPU)")
+    parser.add_argument("--loop-steps", type=int, default=None, help="loop steps (default 200 CUDA, 4 CPU)")
     parser.add_argument("--loop-workers", type=int, default=None,
                         help="loader workers of the loop (default: min(8, CPUs - 2) on CUDA, 1 on CPU)")
     parser.add_argument("--workers", default=None, help="loader-alone worker counts (default 1,2,4,8,16 up to CPUs)")
@@ -154,7 +155,7 @@ def main() -> int:
     parser.add_argument("--compile-backend", default=None,
                         help="torch.compile backend (default inductor; aot_eager for a quick check)")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "spotifai_bench_cache")
-    parser.add_argument("--budget-s", type=float, default=220.0, help="sections starting later are skipped")
+    parser.add_argument("--budget-s", type=float, default=360.0, help="sections starting later are skipped")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON line here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -165,7 +166,7 @@ def main() -> int:
     on_cuda = device.startswith("cuda")
     preset = args.preset or ("full" if on_cuda else "tiny")
     steps = args.steps or (20 if on_cuda else 3)
-    loop_steps = args.loop_steps or (60 if on_cuda else 4)
+    loop_steps = args.loop_steps or (200 if on_cuda else 4)  # 60 left ~4 s of steady state
     loop_workers = args.loop_workers if args.loop_workers is not None else (max(1, min(8, cpus - 2)) if on_cuda else 1)
     loader_steps = args.loader_steps or (24 if on_cuda else 4)
     worker_counts = ([int(w) for w in args.workers.split(",")] if args.workers
@@ -208,9 +209,12 @@ def main() -> int:
         result["cache_fill"] = {"tracks": fill["tracks"], "decoded": fill["decoded"],
                                 "seconds": round(time.perf_counter() - t0, 1)}
         t, a, m = cfg["training"], cfg["data"]["audio"], cfg["model"]
+        maker = train.batch_maker(experiment, cfg, plan, "train")  # a corpus with fewer playlists caps P
         result["config"] = {"n_mels": a["n_mels"], "patch_frames": a["patch_frames"], "model_dim": m["model_dim"],
                             "n_layers": m["n_layers"], "projection_dim": m["projection_dim"],
-                            "patches_per_step": t["playlists_per_step"] * t["patches_per_playlist"], "precision": t["precision"]}
+                            "patches_per_step": maker.P * maker.K,
+                            "configured_patches_per_step": t["playlists_per_step"] * t["patches_per_playlist"],
+                            "precision": t["precision"]}
         result["loader"] = [section(f"loader {w} workers", data_pipeline.measure_loader, experiment, cfg, plan, w,
                                     loader_steps, pin_memory=on_cuda) for w in worker_counts]
         result["model_alone"] = {

@@ -224,6 +224,10 @@ def test_gpu_train_bench_runs_on_cpu(corpus, tmp_path):
     assert out["model_alone"]["compiled"]["compiled"] and not out["model_alone"]["eager"]["compiled"]
     assert all(s["patches_per_s"] > 0 for s in sections)
     assert set(out["ratios"]) >= {"loop_over_model_eager", "loop_over_model_compiled"}
+    # the model alone runs the batch the loader makes, and the JSON says its size (not just the configured one)
+    assert {s["patches_per_step"] for s in (*out["loader"], *out["model_alone"].values())} == {
+        out["config"]["patches_per_step"]}
+    assert out["config"]["patches_per_step"] <= out["config"]["configured_patches_per_step"]
 
 
 @pytest.mark.slow
