@@ -234,9 +234,9 @@ def demo_config(database: str | Path) -> dict:
 
 
 def cpu_config(database: str | Path) -> dict:
-    """A real-music config for 2 CPU cores and about 30 minutes: the full preset's long patches (10.24 s, 64 mels)
-    through a middle-sized encoder whose stem turns every 8 frames into one token (128 tokens per patch instead
-    of 512), so a step costs about a twentieth of the full preset's. Why these sizes: README, "Real music"."""
+    """A real-music config sized for half an hour of 2 CPU cores: the full preset's long patches (10.24 s, 64
+    mels) through a middle-sized encoder whose stem turns every 8 frames into one token (128 tokens per patch
+    instead of the full preset's 512). Why these sizes, and what they measured: README, "Real music"."""
     return default_config(
         database,
         n_mels=64,
