@@ -162,6 +162,7 @@ _JSON_TYPES = {"int": (int,), "float": (float,), "bool": (bool,), "str": (str,),
 # Keys added after experiments were first written, with the value that reproduces how those were trained
 # (so an old experiment still loads, resumes and embeds exactly as before).
 _LEGACY_DEFAULTS: dict[str, dict] = {
+    "model": {"time_stride": 2},
     "training": {"track_weight": 0.0, "augment": {}, "compile": False},
     "data": {"validation_by": "playlists"},
     "progress": {"keep_best": False},

@@ -33,8 +33,10 @@ def old_experiment(tmp_path) -> Path:
 
 
 def test_old_format_fixture_is_old():
-    training = json.loads((FIXTURES / "old_experiment" / "config.json").read_text())["training"]
+    config = json.loads((FIXTURES / "old_experiment" / "config.json").read_text())
+    training = config["training"]
     assert training["batch_size"] == 4 and training["buffer_size"] == 4
+    assert "time_stride" not in config["model"]  # written before the stem's stride was a key (reads as 2)
 
 
 def test_old_experiment_loads_embeds_and_resumes_as_before(old_experiment):
