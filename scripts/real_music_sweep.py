@@ -6,7 +6,9 @@ Usage::
         --variant base='{}' --variant aug='{"training": {"augment": {"gain_db": 6}}}' [--preset real] [--steps 600]
 
 ``--table`` prints the markdown table of every evaluated experiment under ``--out``; ``--compare A B`` the paired
-bootstrap interval of album precision@5 between two embedded experiments on the same held-out queries.
+bootstrap interval of album precision@5 between two embedded experiments on the same held-out queries;
+``--pooled EXP [EXP ...]`` that of each experiment against its own log-mel statistics with the held-out queries of
+all of them pooled (runs on different splits, ``data.seed``).
 
 Each variant is a nested config override (JSON) of the preset, trained in ``OUT/<name>`` (resumed if it exists),
 embedded with its selected checkpoint and evaluated on the held-out tracks (catalogue and held-out scopes,
@@ -83,16 +85,27 @@ def table(out: Path, scope: str = "catalogue") -> str:
     return "\n".join(rows)
 
 
-def compare(a: Path, b: Path, space: str = "projections", metric: str = "album_precision@5") -> dict:
-    """Paired bootstrap of ``metric`` between two experiments' trained spaces on the same held-out queries
-    (catalogue scope, the same DB, split and labels; each must be embedded): difference a - b and ratio a / b."""
+def _heldout_precision(exp: Path, spaces: dict[str, Path], metric: str) -> dict[str, np.ndarray]:
+    """{name: (Q,) per-query ``metric`` of the held-out queries of ``exp``'s split} for each trained space
+    ``spaces[name]`` = the experiment whose embeddings to rank (on the tracks all of them embed, catalogue scope)
+    and, under "logmel-stats", ``exp``'s own z-scored log-mel statistics (its baselines.npz)."""
     from spotifai import database
 
-    config = experiments.load_config(a)
-    db_path = experiments.database_path(a, config)
-    ea, eb = embed.load_embeddings(a), embed.load_embeddings(b)
-    ids = np.intersect1d(ea.track_ids, eb.track_ids)
-    va, vb = ea.subset(ids.tolist()).vectors(space), eb.subset(ids.tolist()).vectors(space)
+    config = experiments.load_config(exp)
+    db_path = experiments.database_path(exp, config)
+    loaded = {name: embed.load_embeddings(path) for name, path in spaces.items()}
+    ids = None
+    for emb in loaded.values():
+        ids = emb.track_ids if ids is None else np.intersect1d(ids, emb.track_ids)
+    vectors = {name: emb.subset(ids.tolist()).vectors(space.split(":")[-1])
+               for (name, emb), space in zip(loaded.items(), spaces, strict=True)}
+    if (exp / "baselines.npz").is_file():
+        base = np.load(exp / "baselines.npz")
+        if np.isin(ids, base["track_ids"]).all():
+            row = {int(t): i for i, t in enumerate(base["track_ids"].tolist())}
+            stats = base["logmel-stats"][[row[int(t)] for t in ids]]
+            mu, sd = np.nanmean(stats, axis=0), np.nanstd(stats, axis=0)
+            vectors["logmel-stats"] = (stats - mu) / np.where(sd > 1e-8, sd, 1.0)  # as evaluate scores them
     conn = database.connect(db_path, create=False, readonly=True)
     try:
         split = config.data.split(conn)
@@ -107,11 +120,34 @@ def compare(a: Path, b: Path, space: str = "projections", metric: str = "album_p
     exclude = np.zeros((len(q), len(ids)), dtype=bool)
     exclude[np.arange(len(q)), q] = True
     relevance = {truth: evaluate.label_relevance([values[i] for i in q], values)}
-    per = [evaluate.per_query_metrics(v[q], v, relevance, exclude=exclude)[metric] for v in (va, vb)]
-    return {"a": str(a), "b": str(b), "space": space, "metric": metric, "n_queries": int(len(q)),
-            "a_mean": round(float(np.nanmean(per[0])), 4), "b_mean": round(float(np.nanmean(per[1])), 4),
-            **{stat: [round(x, 4) for x in evaluate.bootstrap_interval(per[0], baseline=per[1], statistic=stat)]
+    return {name: evaluate.per_query_metrics(v[q], v, relevance, exclude=exclude)[metric] for name, v in vectors.items()}
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> dict:
+    return {"n_queries": int(len(a)), "a_mean": round(float(np.nanmean(a)), 4), "b_mean": round(float(np.nanmean(b)), 4),
+            **{stat: [round(x, 4) for x in evaluate.bootstrap_interval(a, baseline=b, statistic=stat)]
                for stat in ("difference", "ratio")}}
+
+
+def compare(a: Path, b: Path, space: str = "projections", metric: str = "album_precision@5") -> dict:
+    """Paired bootstrap of ``metric`` between two experiments' trained spaces on the same held-out queries
+    (catalogue scope, the same DB, split and labels; each must be embedded): difference a - b and ratio a / b."""
+    per = _heldout_precision(a, {f"a:{space}": a, f"b:{space}": b}, metric)
+    return {"a": str(a), "b": str(b), "space": space, "metric": metric, **_paired(per[f"a:{space}"], per[f"b:{space}"])}
+
+
+def pooled_against_logmel(exps: list[Path], space: str = "projections", metric: str = "album_precision@5") -> dict:
+    """Each experiment's trained space against its own log-mel statistics, the held-out queries of all of them
+    pooled (experiments on different splits: a query held out by several counts once per split) into one paired
+    bootstrap: difference and ratio trained / log-mel."""
+    parts = [_heldout_precision(exp, {f"trained:{space}": exp}, metric) for exp in exps]
+    missing = [str(e) for e, p in zip(exps, parts, strict=True) if "logmel-stats" not in p]
+    if missing:
+        raise SystemExit(f"no log-mel statistics (baselines.npz; run evaluate first) in: {', '.join(missing)}")
+    trained = np.concatenate([p[f"trained:{space}"] for p in parts])
+    logmel = np.concatenate([p["logmel-stats"] for p in parts])
+    return {"experiments": [str(e) for e in exps], "space": space, "metric": metric,
+            "per_experiment_queries": [int(len(p["logmel-stats"])) for p in parts], **_paired(trained, logmel)}
 
 
 def main() -> None:
@@ -127,11 +163,15 @@ def main() -> None:
     p.add_argument("--table", action="store_true", help="print the markdown table of every evaluated experiment")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), type=Path,
                    help="paired bootstrap of album precision@5 between two embedded experiments (one JSON line)")
+    p.add_argument("--pooled", nargs="+", type=Path, metavar="EXP",
+                   help="each experiment's space against its own log-mel statistics, queries of all pooled (one JSON line)")
     p.add_argument("--space", default="projections", choices=["projections", "features"])
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.compare:
         print(json.dumps(compare(*args.compare, space=args.space)))
+    if args.pooled:
+        print(json.dumps(pooled_against_logmel(args.pooled, space=args.space)))
     if args.table:
         print(table(Path(args.out), args.scopes[0]))
     for item in args.variant:
