@@ -103,9 +103,7 @@ def _heldout_precision(exp: Path, spaces: dict[str, Path], metric: str) -> dict[
         base = np.load(exp / "baselines.npz")
         if np.isin(ids, base["track_ids"]).all():
             row = {int(t): i for i, t in enumerate(base["track_ids"].tolist())}
-            stats = base["logmel-stats"][[row[int(t)] for t in ids]]
-            mu, sd = np.nanmean(stats, axis=0), np.nanstd(stats, axis=0)
-            vectors["logmel-stats"] = (stats - mu) / np.where(sd > 1e-8, sd, 1.0)  # as evaluate scores them
+            vectors["logmel-stats"] = evaluate.standardize_columns(base["logmel-stats"][[row[int(t)] for t in ids]])
     conn = database.connect(db_path, create=False, readonly=True)
     try:
         split = config.data.split(conn)

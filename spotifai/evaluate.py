@@ -608,10 +608,15 @@ def _baselines(
         num_workers=default_num_workers(device) if num_workers is None else num_workers, seed=seed,
         progress=progress, random=random,
     )
-    logmel = base.pop("logmel-stats")
-    mu, sd = np.nanmean(logmel, axis=0), np.nanstd(logmel, axis=0)
-    base["logmel-stats"] = ((logmel - mu) / np.where(sd > 1e-8, sd, 1.0)).astype(np.float32)
+    base["logmel-stats"] = standardize_columns(base.pop("logmel-stats"))
     return base
+
+
+def standardize_columns(x: np.ndarray) -> np.ndarray:
+    """(N, d) -> (N, d) float32 z-scores of each column over the N rows (NaN rows ignored; constant columns only
+    centred): how the log-mel statistics are scored, so no dimension's scale dominates their cosine."""
+    mu, sd = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+    return ((x - mu) / np.where(sd > 1e-8, sd, 1.0)).astype(np.float32)
 
 
 def load_evaluation(experiment_path: str | Path) -> dict:

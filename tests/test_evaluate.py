@@ -218,3 +218,14 @@ def test_headline_metrics_follow_the_question_not_the_columns():
     assert ev.headline_metrics(real) == (["album_precision@5", "composer_precision@5"], "catalogue")
     no_composer = {"labels": "x.csv", "methods": {"m": {"catalogue": {"album_precision@5": 0.3}}}}
     assert ev.headline_metrics(no_composer) == (["album_precision@5"], "catalogue")
+
+
+def test_standardize_columns_is_a_nan_aware_z_score():
+    from spotifai.evaluate import standardize_columns
+
+    x = np.array([[1.0, 5.0, 2.0], [3.0, 5.0, np.nan], [5.0, 5.0, 4.0]])
+    z = standardize_columns(x)
+    assert z.dtype == np.float32 and np.isnan(z[1, 2])
+    assert np.allclose(z[:, 0], [-1.2247449, 0.0, 1.2247449])  # (x - 3) / std([1, 3, 5])
+    assert np.allclose(z[:, 1], 0.0)  # a constant column is only centred
+    assert np.allclose(z[[0, 2], 2], [-1.0, 1.0])  # NaN rows left out of the mean and std
