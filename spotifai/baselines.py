@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spotifai import database
-from spotifai.embed import audio_items, whole_track_mel, worker_init
+from spotifai.embed import TrackDataset, audio_items, whole_track_mel, worker_init
 
 log = logging.getLogger(__name__)
 
@@ -33,32 +33,16 @@ def random_encoder(model_config: dict, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-class _TrackLogMelStats(torch.utils.data.Dataset):
+class _TrackLogMelStats(TrackDataset):
     """Item i = (track_id, [band means, band standard deviations] (2 * n_mels,) or None, error reason or None)."""
 
-    def __init__(self, items: Sequence[tuple[int, str]], audio_config, cache_dir: str | Path | None = None):
-        self.items = list(items)
-        self.audio_config = audio_config
-        self.cache_dir = cache_dir
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
+    def compute(self, path: str) -> torch.Tensor:
         from spotifai.audio import AudioError
 
-        track_id, path = self.items[i]
-        try:
-            if not path:
-                raise AudioError(path, "no audio file recorded for this track")
-            mel = whole_track_mel(path, self.audio_config, self.cache_dir)
-            if mel.shape[-1] < 2:
-                raise AudioError(path, "too short for log-mel statistics")
-            return track_id, torch.cat([mel.mean(dim=-1), mel.std(dim=-1)]).float(), None
-        except AudioError as exc:
-            return track_id, None, str(exc.reason)
-        except (OSError, RuntimeError) as exc:
-            return track_id, None, f"{type(exc).__name__}: {exc}"
+        mel = whole_track_mel(path, self.audio_config, self.cache_dir)
+        if mel.shape[-1] < 2:
+            raise AudioError(path, "too short for log-mel statistics")
+        return torch.cat([mel.mean(dim=-1), mel.std(dim=-1)]).float()
 
 
 def logmel_stats_vectors(

@@ -158,44 +158,61 @@ def whole_track_mel(path: str, audio_config, cache_dir: str | Path | None) -> to
     return torch.from_numpy(np.asarray(mel, dtype=np.float32))
 
 
-class _TrackPatches(torch.utils.data.Dataset):
+class TrackDataset(torch.utils.data.Dataset):
+    """Per-track work over ``items`` = [(track_id, audio path)] for a DataLoader: item i = (track_id, tensor or
+    None, error reason or None). Subclasses define :meth:`compute` (path -> tensor); an unreadable or missing
+    file becomes its reason, so one bad track never stops a batch job."""
+
+    def __init__(self, items: Sequence[tuple[int, str]], audio_config, cache_dir: str | Path | None = None):
+        self.items = list(items)
+        self.audio_config = audio_config
+        self.cache_dir = cache_dir
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def compute(self, path: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int):
+        from spotifai.audio import AudioError
+
+        track_id, path = self.items[i]
+        try:
+            if not path:
+                raise AudioError(path, "no audio file recorded for this track")
+            return track_id, self.compute(path), None
+        except AudioError as exc:
+            return track_id, None, str(exc.reason)
+        except (OSError, RuntimeError) as exc:  # a decoder error the audio module did not wrap
+            return track_id, None, f"{type(exc).__name__}: {exc}"
+
+
+class _TrackPatches(TrackDataset):
     """Item i = (track_id, patches (n, n_mels, patch_frames) or None, error reason or None).
 
     With ``cache_dir`` the log-mel comes from the training patch cache (no decoding for cached tracks)."""
 
     def __init__(self, items: Sequence[tuple[int, str]], audio_config, max_patches: int | None,
                  cache_dir: str | Path | None = None):
-        self.items = list(items)
-        self.audio_config = audio_config
+        super().__init__(items, audio_config, cache_dir)
         self.max_patches = max_patches
-        self.cache_dir = cache_dir
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
+    def compute(self, path: str) -> torch.Tensor:
         from spotifai.audio import AudioError, to_patches, track_patches
 
-        track_id, path = self.items[i]
-        try:
-            if not path:
-                raise AudioError(path, "no audio file recorded for this track")
-            if self.cache_dir is None:
-                patches = track_patches(path, self.audio_config)
-            else:
-                cfg = self.audio_config
-                mel = whole_track_mel(path, cfg, self.cache_dir)
-                patches = to_patches(mel, cfg.patch_frames, cfg.max_time_padding)
-                if patches.shape[0] == 0:
-                    raise AudioError(path, f"too short: {mel.shape[-1]} frames for a {cfg.patch_frames}-frame patch")
-            keep = select_patches(int(patches.shape[0]), self.max_patches)
-            if len(keep) < patches.shape[0]:
-                patches = patches[torch.from_numpy(keep)]
-            return track_id, patches.contiguous(), None
-        except AudioError as exc:
-            return track_id, None, str(exc.reason)
-        except (OSError, RuntimeError) as exc:  # a decoder error the audio module did not wrap
-            return track_id, None, f"{type(exc).__name__}: {exc}"
+        if self.cache_dir is None:
+            patches = track_patches(path, self.audio_config)
+        else:
+            cfg = self.audio_config
+            mel = whole_track_mel(path, cfg, self.cache_dir)
+            patches = to_patches(mel, cfg.patch_frames, cfg.max_time_padding)
+            if patches.shape[0] == 0:
+                raise AudioError(path, f"too short: {mel.shape[-1]} frames for a {cfg.patch_frames}-frame patch")
+        keep = select_patches(int(patches.shape[0]), self.max_patches)
+        if len(keep) < patches.shape[0]:
+            patches = patches[torch.from_numpy(keep)]
+        return patches.contiguous()
 
 
 def worker_init(_worker_id: int) -> None:
