@@ -8,8 +8,8 @@
         print(hit["rank"], hit["similarity"], hit["title"], hit["artist"], hit["album"])
 
 A :class:`Model` carries its audio settings (mel bands, patch length), so callers never configure
-preprocessing. Vectors are computed exactly as ``spotifai embed`` computes the stored ones (the mean of the
-L2-normalized vectors of up to 64 evenly spaced patches of the whole song, L2-normalized; see
+preprocessing. Vectors are computed exactly as ``spotifai embed`` computes the stored ones (up to 64 evenly
+spaced patches of the whole song, pooled as the checkpoint's ``model.pooling`` says and L2-normalized; see
 :mod:`spotifai.embed`), so a file's vector can be compared with the experiment's index: :meth:`Model.similar`
 queries the experiment's ChromaDB collections (the embedded ``EXP/chroma`` or a Chroma server).
 
@@ -136,10 +136,8 @@ class Model:
         (channels, samples) or (samples, channels) (as ``soundfile.read`` returns it), float, at
         ``sample_rate`` Hz (resampled to 16 kHz as files are)."""
         import torch
-        import torch.nn.functional as F
-
         from spotifai.audio import AudioError, waveform_patches
-        from spotifai.embed import select_patches
+        from spotifai.embed import finish_pool, merge_pools, pool_rows, select_patches
 
         space = _check_space(space or self.space)
         x = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
@@ -156,13 +154,14 @@ class Model:
             raise EmbeddingError("<waveform>", exc.reason) from exc
         keep = select_patches(int(patches.shape[0]), MAX_PATCHES)
         patches = patches[torch.from_numpy(keep)]
+        pooling = self.encoder.config.pooling  # as the catalogue was embedded (spotifai.embed)
         total = None
         with torch.inference_mode():
             for start in range(0, patches.shape[0], BATCH_SIZE):
                 out = self.encoder(patches[start : start + BATCH_SIZE].to(self.device), output=space)
-                part = F.normalize(out.float(), dim=-1).sum(dim=0)
-                total = part if total is None else total + part
-            return F.normalize(total, dim=0).cpu().numpy().astype(np.float32)
+                part = pool_rows(out, torch.zeros(out.shape[0], dtype=torch.int64, device=out.device), 1, pooling)
+                total = part if total is None else merge_pools(total, part, pooling)
+            return finish_pool(total)[0].cpu().numpy().astype(np.float32)
 
     # -------------------------------------------------------------------------------------------- search
 

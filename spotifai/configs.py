@@ -44,6 +44,7 @@ class EncoderConfig(_SectionConfig):
     ff_dim: int | None = None  # None -> 4 * model_dim
     dropout: float = 0.0
     time_stride: int = 2  # frames per token after the stem (Whisper: 2); see spotifai.model
+    pooling: str = "mean"  # patch vectors -> a song's vector: "mean" (of unit vectors) or "max"; see spotifai.embed
 
     def __post_init__(self) -> None:
         for name in ("n_mels", "n_frames", "model_dim", "projection_dim", "n_layers", "n_heads", "time_stride"):
@@ -60,6 +61,8 @@ class EncoderConfig(_SectionConfig):
             )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"EncoderConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.pooling not in ("mean", "max"):
+            raise ValueError(f"EncoderConfig.pooling must be 'mean' or 'max', got {self.pooling!r}")
         if self.time_stride > self.n_frames:
             raise ValueError(
                 f"EncoderConfig.time_stride ({self.time_stride}) must not exceed n_frames ({self.n_frames})"

@@ -1,15 +1,19 @@
 """Full-song track vectors (features and projections) from a trained checkpoint.
 
-A track's vector is the mean of its L2-normalized patch vectors over the whole song, L2-normalized again:
+A track's vector pools its patch vectors over the whole song, then is L2-normalized; how is the checkpoint's
+``model.pooling`` (:data:`POOLINGS`):
 
-    v(track) = normalize( mean_i normalize(f(patch_i)) )
+    "mean":  v(track) = normalize( mean_i normalize(f(patch_i)) )
+    "max":   v(track) = normalize( max_i f(patch_i) )      (per dimension)
 
-with all patches of the song, or ``max_patches_per_track`` evenly spaced ones for long songs. This is done
-twice, for the encoder's **features** (``model_dim``) and the projector's **projections**
-(``projection_dim``). Cosine similarity of two track vectors is then their dot product.
+with all patches of the song, or ``max_patches_per_track`` evenly spaced ones for long songs. ``f`` is the
+encoder in eval mode, whose outputs are standardized per dimension (:mod:`spotifai.model`), so "max" asks, per
+dimension, how strongly the song's most characteristic moment has it. This is done twice, for the encoder's
+**features** (``model_dim``) and the projector's **projections** (``projection_dim``). Cosine similarity of two
+track vectors is then their dot product. (Which pooling each preset uses, and why: README, "Real music".)
 
 Batching: patches of several tracks are packed into one forward pass of exactly ``batch_size`` patches
-(a long track may span several passes); per-track sums are accumulated with ``index_add`` and a track is
+(a long track may span several passes); per-track pools are accumulated (:func:`pool_rows`) and a track is
 finished when all its patches went through. Decoding runs in a ``DataLoader`` (optionally with worker
 processes) so it overlaps the model. Everything runs under ``torch.inference_mode`` with the model in
 eval mode (the projector has BatchNorm), on any device.
@@ -27,6 +31,7 @@ Sharding across processes under ``torchrun`` lives in :mod:`spotifai.embed_shard
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -135,6 +140,35 @@ def select_patches(n_patches: int, max_patches: int | None) -> np.ndarray:
     if max_patches is None or max_patches <= 0 or n_patches <= max_patches:
         return np.arange(n_patches)
     return np.unique(np.linspace(0, n_patches - 1, max_patches).round().astype(np.int64))
+
+
+POOLINGS = ("mean", "max")
+
+
+def pool_rows(x: torch.Tensor, owner: torch.Tensor, n_owners: int, pooling: str) -> torch.Tensor:
+    """Partial pools of the rows of ``x`` (n, d) by ``owner`` (n,) int64 in [0, n_owners): (n_owners, d) float32.
+
+    "mean": the sum of each owner's L2-normalized rows; "max": each owner's elementwise maximum. Partial pools
+    of one track from several forward passes combine with :func:`merge_pools`; :func:`finish_pool` gives the
+    track's unit vector."""
+    x = x.float()
+    if pooling == "mean":
+        return x.new_zeros(n_owners, x.shape[1]).index_add_(0, owner, F.normalize(x, dim=-1))
+    if pooling == "max":
+        index = owner[:, None].expand_as(x)
+        return x.new_full((n_owners, x.shape[1]), -math.inf).scatter_reduce_(0, index, x, "amax")
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def merge_pools(a: torch.Tensor, b: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Two partial pools (:func:`pool_rows`) of the same tracks -> one."""
+    return torch.maximum(a, b) if pooling == "max" else a + b
+
+
+def finish_pool(pooled: torch.Tensor) -> torch.Tensor:
+    """Partial pools (k, d) of complete tracks -> their unit vectors (for "mean" the division by the count
+    cancels in the normalization)."""
+    return F.normalize(pooled, dim=-1)
 
 
 @lru_cache(maxsize=4)
@@ -252,15 +286,19 @@ class EmbedResult:
 
 
 class _PatchPacker:
-    """Packs the patches of consecutive tracks into forward passes and sums each track's unit patch vectors.
+    """Packs the patches of consecutive tracks into forward passes and pools each track's patch vectors.
 
     ``add`` queues a decoded track; ``forward(n)`` runs the next ``n`` queued patches (of one or several
     tracks) through ``encoder``; ``finish_ready`` turns every track whose patches all went through into its
     two L2-normalized vectors (in input order) and calls ``on_chunk`` every ``chunk_tracks`` finished tracks.
     """
 
-    def __init__(self, encoder: torch.nn.Module, device: torch.device, on_chunk, chunk_tracks: int):
+    def __init__(self, encoder: torch.nn.Module, device: torch.device, on_chunk, chunk_tracks: int,
+                 pooling: str = "mean"):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.encoder = encoder
+        self.pooling = pooling
         self.device = device
         self.on_chunk = on_chunk
         self.chunk_tracks = chunk_tracks
@@ -272,7 +310,7 @@ class _PatchPacker:
         self.queue: list[tuple[int, torch.Tensor]] = []
         self.queued = 0
         self.remaining: dict[int, int] = {}  # track id -> patches not yet through the model
-        self.sums: dict[int, list[torch.Tensor]] = {}  # track id -> [feature sum, projection sum]
+        self.sums: dict[int, list[torch.Tensor]] = {}  # track id -> [feature pool, projection pool] (pool_rows)
         self.order: list[int] = []  # tracks waiting to be finished, in input order
         self.t_decode = self.t_model = 0.0
         self.since_chunk = 0
@@ -303,38 +341,35 @@ class _PatchPacker:
         return parts, owners, counts
 
     def forward(self, n: int) -> None:
-        """Run the next ``n`` queued patches through the encoder and add their unit vectors to their tracks."""
+        """Run the next ``n`` queued patches through the encoder and pool their vectors into their tracks."""
         t0 = time.perf_counter()
         device = self.device
         parts, owners, counts = self._take(n)
         x = torch.cat(parts).to(device, non_blocking=True)
         self.queued -= x.shape[0]
         feats, projs = self.encoder(x, output="both")
-        feats = F.normalize(feats.float(), dim=-1)
-        projs = F.normalize(projs.float(), dim=-1)
         seg = torch.repeat_interleave(torch.arange(len(owners), device=device), torch.tensor(counts, device=device))
-        f_sum = torch.zeros(len(owners), feats.shape[1], device=device).index_add_(0, seg, feats)
-        p_sum = torch.zeros(len(owners), projs.shape[1], device=device).index_add_(0, seg, projs)
+        f_pool = pool_rows(feats, seg, len(owners), self.pooling)
+        p_pool = pool_rows(projs, seg, len(owners), self.pooling)
         for j, tid in enumerate(owners):
             acc = self.sums.get(tid)
             if acc is None:
-                self.sums[tid] = [f_sum[j], p_sum[j]]
+                self.sums[tid] = [f_pool[j], p_pool[j]]
             else:
-                acc[0] = acc[0] + f_sum[j]
-                acc[1] = acc[1] + p_sum[j]
+                acc[0] = merge_pools(acc[0], f_pool[j], self.pooling)
+                acc[1] = merge_pools(acc[1], p_pool[j], self.pooling)
             self.remaining[tid] -= counts[j]
         self.t_model += time.perf_counter() - t0
 
     def finish_ready(self) -> None:
-        """Normalize the sums of every track whose patches all went through; maybe call ``on_chunk``."""
+        """Finish the pools of every track whose patches all went through; maybe call ``on_chunk``."""
         ready = [t for t in self.order if self.remaining[t] == 0]
         if not ready:
             return
         f = torch.stack([self.sums[t][0] for t in ready])
         p = torch.stack([self.sums[t][1] for t in ready])
-        # mean of unit vectors, then unit length: the division by the count cancels in the normalization
-        self.done_f.append(F.normalize(f, dim=-1).cpu().numpy())
-        self.done_p.append(F.normalize(p, dim=-1).cpu().numpy())
+        self.done_f.append(finish_pool(f).cpu().numpy())
+        self.done_p.append(finish_pool(p).cpu().numpy())
         self.done_ids.extend(ready)
         for t in ready:
             del self.sums[t], self.remaining[t]
@@ -373,6 +408,7 @@ def embed_tracks(
     on_chunk=None,
     chunk_tracks: int = 1000,
     cache_dir: str | Path | None = None,
+    pooling: str | None = None,
 ) -> EmbedResult:
     """Full-song vectors of ``items`` = [(track_id, audio_path)] with ``encoder`` (an AudioEncoder).
 
@@ -382,13 +418,16 @@ def embed_tracks(
     rows, for the N tracks that could be read; the others are in ``failures`` as dicts (track_id, path,
     reason). ``seconds_decoding`` is the time the main process waited for decoded tracks. ``cache_dir``: read
     each track's log-mel from this patch cache (see :mod:`spotifai.sampling`) instead of decoding it.
+    ``pooling``: "mean" or "max" (module docstring); None = the encoder's ``config.pooling``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device)
     encoder = encoder.to(device).eval()
     paths = {int(t): p for t, p in items}
-    packer = _PatchPacker(encoder, device, on_chunk, chunk_tracks)
+    if pooling is None:
+        pooling = encoder.config.pooling
+    packer = _PatchPacker(encoder, device, on_chunk, chunk_tracks, pooling)
 
     bar = tqdm(total=len(items), desc="embedding", unit="track", disable=not progress)
     with torch.inference_mode():

@@ -55,7 +55,7 @@ MAX_PATCHES_PER_PLAYLIST = 4096
 MAX_PLAYLISTS_PER_STEP = 4096  # per rank
 MAX_BATCH_GIB = 16.0  # one step's float32 patches (playlists_per_step x patches_per_playlist x n_mels x frames)
 MAX_NUM_WORKERS = 256  # data.num_workers
-MAX_VAL_BATCHES = 100_000  # progress.val_batches
+MAX_VAL_BATCHES = 100_000  # progress.val_batches and progress.calibration_batches
 
 
 class ConfigError(ValueError):
@@ -127,6 +127,9 @@ class ProgressConfig:
     checkpoint_period: int  # steps between kept checkpoints
     loss_window: int  # train loss rows average this many steps
     keep_best: bool  # write checkpoints/best.pt at each new lowest validation loss (embedding then uses it)
+    # training batches run through the model before each validation to recompute its normalization statistics
+    # for the current weights (spotifai.model.calibrate_norms); 0 = keep the running averages
+    calibration_batches: int
 
 
 @dataclass(frozen=True)
@@ -162,10 +165,10 @@ _JSON_TYPES = {"int": (int,), "float": (float,), "bool": (bool,), "str": (str,),
 # Keys added after experiments were first written, with the value that reproduces how those were trained
 # (so an old experiment still loads, resumes and embeds exactly as before).
 _LEGACY_DEFAULTS: dict[str, dict] = {
-    "model": {"time_stride": 2},
+    "model": {"time_stride": 2, "pooling": "mean"},
     "training": {"track_weight": 0.0, "augment": {}, "compile": False},
     "data": {"validation_by": "playlists"},
-    "progress": {"keep_best": False},
+    "progress": {"keep_best": False, "calibration_batches": 0},
 }
 # Keys renamed since: old name -> new name (configs and checkpoints written before still load).
 _LEGACY_NAMES: dict[str, dict[str, str]] = {
@@ -188,7 +191,7 @@ def default_config(database: str | Path, **overrides) -> dict:
     config = {
         "model": EncoderConfig(
             n_mels=audio.n_mels, n_frames=audio.patch_frames, model_dim=256, projection_dim=512,
-            n_layers=8, n_heads=8, ff_dim=None, dropout=0.0,
+            n_layers=8, n_heads=8, ff_dim=None, dropout=0.0, pooling="max",
         ).to_dict(),
         "optimizer": {"learning_rate": 3e-4, "weight_decay": 0.05, "warmup_steps": 500, "grad_clip": 1.0},
         "training": {
@@ -209,7 +212,7 @@ def default_config(database: str | Path, **overrides) -> dict:
             "validation_by": "tracks",
         },
         "progress": {"val_period": 500, "val_batches": 8, "save_period": 200, "checkpoint_period": 5000,
-                     "loss_window": 50, "keep_best": True},
+                     "loss_window": 50, "keep_best": True, "calibration_batches": 4},
     }
     return _apply_overrides(config, overrides)
 
@@ -221,7 +224,8 @@ def demo_config(database: str | Path) -> dict:
         database,
         n_mels=64,
         patch_frames=256,  # 2.56 s patches
-        model={"model_dim": 64, "projection_dim": 128, "n_layers": 2, "n_heads": 4, "ff_dim": 128},
+        # mean pooling: on the demo corpus's 2.56 s patches max pooling lost (README, "Real music")
+        model={"model_dim": 64, "projection_dim": 128, "n_layers": 2, "n_heads": 4, "ff_dim": 128, "pooling": "mean"},
         optimizer={"learning_rate": 2e-3, "weight_decay": 0.05, "warmup_steps": 40, "grad_clip": 1.0},
         # fp32: bf16 autocast is slower than fp32 on a CPU without AMX; on CUDA use bf16 or fp16
         training={"steps": 1200, "patches_per_playlist": 8, "playlists_per_step": 16, "precision": "fp32"},
@@ -230,7 +234,7 @@ def demo_config(database: str | Path) -> dict:
         # keep_best off: the demo was tuned on its last step; 2 validation batches of unseen playlists are too
         # noisy to pick a step by
         progress={"val_period": 100, "val_batches": 2, "save_period": 50, "checkpoint_period": 200,
-                  "loss_window": 20, "keep_best": False},
+                  "loss_window": 20, "keep_best": False, "calibration_batches": 0},
     )
 
 
@@ -450,11 +454,12 @@ def _check_values(c: ExperimentConfig, source: str) -> None:  # noqa: C901 - one
         bad("data.num_workers", f"must be >= 0 and <= {MAX_NUM_WORKERS}")
     if not d.database:
         bad("data.database", "must name the music database file")
-    for key in ("val_period", "val_batches"):
+    for key in ("val_period", "val_batches", "calibration_batches"):
         if getattr(p, key) < 0:
             bad(f"progress.{key}", "must be >= 0")
-    if p.val_batches > MAX_VAL_BATCHES:
-        bad("progress.val_batches", f"must be <= {MAX_VAL_BATCHES}")
+    for key in ("val_batches", "calibration_batches"):
+        if getattr(p, key) > MAX_VAL_BATCHES:
+            bad(f"progress.{key}", f"must be <= {MAX_VAL_BATCHES}")
     for key in ("save_period", "checkpoint_period", "loss_window"):
         if getattr(p, key) < 1:
             bad(f"progress.{key}", "must be >= 1")

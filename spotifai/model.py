@@ -14,8 +14,11 @@ Shapes (B = batch, M = n_mels, T = frames of 10 ms, D = model_dim, P = projectio
       -> Linear(D -> P), BatchNorm1d(P), ReLU, Linear(P -> P) (B, P)      = projections
 
 Nothing is tied to T: the sinusoidal table is computed for any length (``n_frames`` only sizes the cached table)
-and pooling is a mean, so a model trained on 5 s patches embeds longer windows unchanged.  The projector has
-BatchNorm: call ``.eval()`` for inference (features do not depend on the mode).
+and pooling over time is a mean, so a model trained on 5 s patches embeds longer windows unchanged.  The projector
+has BatchNorm, and both outputs are standardized per dimension by affine-free BatchNorm: call ``.eval()`` for
+inference (running statistics). Running averages lag the weights while the learning rate is high, so a
+mid-training checkpoint standardizes with stale statistics; :func:`calibrate_norms` recomputes them for the
+current weights (the trainer does it before each validation with ``progress.calibration_batches``).
 
 ``time_stride`` > 2 makes the second convolution a non-overlapping patchify (kernel = stride, as in AST/ViT):
 the transformer's cost per patch falls by about s / 2, so long patches fit a CPU budget (the ``cpu`` preset of
@@ -25,6 +28,7 @@ the transformer's cost per patch falls by about s / 2, so long patches fit a CPU
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -134,3 +138,34 @@ class AudioEncoder(nn.Module):
         if output == "projections":
             return projections
         return features, projections
+
+
+def calibrate_norms(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Recompute the running mean and variance of every BatchNorm in ``model`` as the plain average of the batch
+    statistics that its current weights give on ``batches`` (each (B, n_mels, T), on the model's device), as
+    "precise BatchNorm" does (Wu & Johnson, 2021); no gradients, no change to the weights. The model's
+    train/eval mode and each BatchNorm's momentum are restored. Returns the number of batches used; with none,
+    nothing changes.
+
+    Why: eval-mode outputs are standardized with these statistics, and the momentum averages of training lag
+    the weights while the learning rate is high; the offset matters as soon as a song's vector takes a maximum
+    over its patches (README, "Real music", has the measurement)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    used = 0
+    try:
+        with torch.no_grad():
+            for mel in batches:
+                if used == 0:
+                    model.train()
+                    for m in norms:
+                        m.reset_running_stats()
+                        m.momentum = None  # cumulative average over the batches
+                model(mel)
+                used += 1
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return used

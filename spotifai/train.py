@@ -54,7 +54,7 @@ from spotifai.experiment import (
     write_history,
 )
 from spotifai.loss import playlist_and_track_loss
-from spotifai.model import AudioEncoder
+from spotifai.model import AudioEncoder, calibrate_norms
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,7 @@ class _Runner:
         self.pending: list[tuple[int, torch.Tensor]] = []
         self.last_loss = math.nan
         self.val_maker: sampling.BatchMaker | None = None
+        self.train_maker: sampling.BatchMaker | None = None
 
     def _build_model(self) -> None:
         """``raw_model`` (the encoder: validation, checkpoints) and ``model`` (what training steps run: DDP,
@@ -340,10 +341,24 @@ class _Runner:
                 self.skipped_playlists.add(pid)
                 log.warning("skipping playlist %d: fewer than 2 usable tracks", pid)
 
+    def calibrate(self) -> int:
+        """Recompute the model's normalization statistics (:func:`spotifai.model.calibrate_norms`) on the last
+        ``progress.calibration_batches`` training batches (both views, unaugmented, remade from the batch maker:
+        a function of the step, so a resumed run calibrates exactly as an uninterrupted one). Returns the number
+        of batches used."""
+        n = min(self.config.progress.calibration_batches, self.step)
+        if n == 0 or self.train_maker is None:
+            return 0
+
+        batches = (self.mels(self.train_maker.batch(step)) for step in range(self.step - n + 1, self.step + 1))
+        with self.autocast():
+            return calibrate_norms(self.raw_model, batches)
+
     def validate(self) -> float | None:
         p = self.config.progress
         if not self.plan.validation or p.val_batches == 0:
             return None
+        self.calibrate()
         maker = self.val_maker
         self.raw_model.eval()
         losses = []
@@ -483,7 +498,7 @@ class _Runner:
         resumed_from = self.resume()
         total = self.config.training.steps
         self.val_maker = self.maker("validation") if self.plan.validation else None
-        train_maker = self.maker("train")
+        self.train_maker = train_maker = self.maker("train")
         speed = Throughput(train_maker.P * self.config.training.patches_per_playlist * self.world)
         loader = batches = iter(())
         if self.step < total:

@@ -1,4 +1,4 @@
-"""Full-song embeddings: the mean-of-normalized-patches definition, determinism, batching, incremental
+"""Full-song embeddings: the mean-of-normalized-patches and maximum definitions, determinism, batching, incremental
 runs, checkpoint changes, unreadable tracks."""
 
 from __future__ import annotations
@@ -55,6 +55,26 @@ def test_vector_is_mean_of_normalized_patch_vectors(encoder, items):
     assert res.features.shape[1] == TINY_MODEL["model_dim"]
     assert res.projections.shape[1] == TINY_MODEL["projection_dim"]
     np.testing.assert_allclose(np.linalg.norm(res.projections, axis=1), 1.0, atol=1e-5)
+
+
+def test_max_pooling_is_the_elementwise_maximum_of_the_patch_vectors(items):
+    encoder = baselines.random_encoder({**TINY_MODEL, "pooling": "max"}, seed=3)
+    # batch_size 1: a track's maximum is merged across forward passes
+    res = embed.embed_tracks(encoder, items[:3], AUDIO, batch_size=1, max_patches_per_track=None, progress=False)
+    mean = embed.embed_tracks(encoder, items[:3], AUDIO, batch_size=3, max_patches_per_track=None, progress=False,
+                              pooling="mean")
+    for row, (_, path) in enumerate(items[:3]):
+        patches = track_patches(path, AUDIO)
+        assert patches.shape[0] > 1
+        with torch.inference_mode():
+            f, p = encoder.eval()(patches)
+        np.testing.assert_allclose(res.features[row], F.normalize(f.amax(0), dim=0).numpy(), atol=1e-5)
+        np.testing.assert_allclose(res.projections[row], F.normalize(p.amax(0), dim=0).numpy(), atol=1e-5)
+        np.testing.assert_allclose(mean.projections[row], F.normalize(F.normalize(p, dim=-1).mean(0), dim=0).numpy(),
+                                   atol=1e-5)
+    assert not np.allclose(res.projections, mean.projections, atol=1e-3)
+    with pytest.raises(ValueError, match="pooling"):
+        embed.embed_tracks(encoder, items[:1], AUDIO, progress=False, pooling="median")
 
 
 def test_deterministic_and_independent_of_batching(encoder, items):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from spotifai.model import AudioEncoder, EncoderConfig, sinusoids
+from spotifai.model import AudioEncoder, EncoderConfig, calibrate_norms, sinusoids
 
 SMALL = EncoderConfig(n_mels=16, n_frames=64, model_dim=32, projection_dim=24, n_layers=2, n_heads=4)
 
@@ -114,3 +114,49 @@ def test_time_stride_defaults_and_limits():
                                        n_heads=4, time_stride=8))
     with pytest.raises(ValueError, match="at least time_stride = 8 frames"):
         model(torch.randn(2, 16, 7))
+
+
+def test_calibrate_norms_standardizes_eval_outputs_on_the_calibration_data():
+    torch.manual_seed(0)
+    cfg = EncoderConfig(n_mels=16, n_frames=64, model_dim=32, projection_dim=24, n_layers=1, n_heads=4)
+    model = AudioEncoder(cfg)
+    mel = torch.randn(48, 16, 64) * 3 + 1
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(48, 16, 64))  # one momentum update on other data: the running statistics are stale
+    model.eval()
+    with torch.no_grad():
+        stale = model(mel, output="features")
+    assert stale.mean(0).abs().max() > 0.1
+    momenta = [m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+
+    assert calibrate_norms(model, [mel]) == 1
+    assert not model.training  # the mode is restored
+    assert [m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)] == momenta
+    with torch.no_grad():
+        f, p = model(mel)
+    # per dimension: mean 0, variance 1 (the running variance is unbiased: (n - 1) / n). The projections pass
+    # the projector's own BatchNorm, whose eval scale differs from its training scale by the same factor
+    # before a ReLU: near, not exact.
+    for out, tol in ((f, 1e-3), (p, 0.05)):
+        assert out.mean(0).abs().max() < tol
+        torch.testing.assert_close(out.var(0, unbiased=False), torch.full((out.shape[1],), 47 / 48),
+                                   atol=max(tol, 0.005), rtol=0)
+
+
+def test_calibrate_norms_averages_batches_and_ignores_an_empty_iterable():
+    torch.manual_seed(1)
+    model = AudioEncoder(EncoderConfig(n_mels=8, n_frames=32, model_dim=16, projection_dim=8, n_layers=1,
+                                       n_heads=2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert calibrate_norms(model, iter(())) == 0
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    a, b = torch.randn(20, 8, 32), torch.randn(20, 8, 32) + 2
+    calibrate_norms(model, [a, b])
+    with torch.no_grad():
+        pre = torch.cat([model.ln_post(model.blocks[0](
+            (torch.nn.functional.gelu(model.conv2(torch.nn.functional.gelu(model.conv1(x)))).transpose(1, 2)
+             + model.positions[: x.shape[2] // 2]))).mean(1) for x in (a, b)])
+    # the cumulative average of the two batch means = the mean over both (equal batch sizes)
+    torch.testing.assert_close(model.feature_norm.running_mean, pre.mean(0), atol=1e-5, rtol=1e-4)
