@@ -366,6 +366,34 @@ def test_keep_best_saves_the_lowest_validation_loss_and_embed_uses_it(corpus, tm
     assert not (tmp_path / "legacy" / "checkpoints" / "best.pt").exists()
 
 
+def test_validation_calibrates_the_norms_on_the_last_training_batches(corpus, tmp_path):
+    from spotifai.model import calibrate_norms
+
+    def norm_buffers(model):
+        return {k: v for k, v in model.state_dict().items() if "running" in k}
+
+    exp = tmp_path / "calibrated"
+    cfg = tiny_config(corpus, training={"steps": 4}, progress={"val_period": 4, "save_period": 4,
+                                                                "calibration_batches": 2})
+    train.train_model(exp, config=cfg, multi_processing=False)
+    state = torch.load(exp / "checkpoints" / "latest.pt", weights_only=True)  # saved right after the validation
+    model = AudioEncoder(checkpoints.stored_configs(state, "latest.pt")[0])
+    model.load_state_dict(checkpoints.model_state(state["model"]))
+    saved = norm_buffers(model)
+    maker = train.batch_maker(exp, cfg, train.check_data(exp, experiments.as_config(cfg)), "train")
+    mels = [torch.cat([b["mel_a"], b["mel_b"]]).float() for b in (maker.batch(3), maker.batch(4))]
+    assert calibrate_norms(model, mels) == 2
+    for key, value in norm_buffers(model).items():  # the same weights and batches give the same statistics
+        torch.testing.assert_close(value, saved[key], atol=1e-4, rtol=1e-4)
+
+    off = tmp_path / "momentum"  # calibration off: the momentum averages of training, which differ
+    train.train_model(off, config={**cfg, "progress": {**cfg["progress"], "calibration_batches": 0}},
+                      multi_processing=False)
+    state = torch.load(off / "checkpoints" / "latest.pt", weights_only=True)
+    mean = checkpoints.model_state(state["model"])["feature_norm.running_mean"]
+    assert not torch.allclose(mean, saved["feature_norm.running_mean"], atol=1e-3)
+
+
 def test_augmented_training_is_deterministic_and_changes_the_run(corpus, tmp_path):
     augment = {"gain_db": 6, "eq_db": 6, "noise_snr_db": 10, "mix_db": 6, "freq_mask": 4, "time_mask": 8}
     runs = {}
