@@ -6,7 +6,8 @@ Usage::
         --variant base='{}' --variant aug='{"training": {"augment": {"gain_db": 6}}}' [--preset real] [--steps 600]
 
 ``--table`` prints the markdown table of every evaluated experiment under ``--out``; ``--compare A B`` the paired
-bootstrap interval of album precision@5 between two embedded experiments on the same held-out queries;
+bootstrap interval of album precision@5 between two embedded experiments on the same held-out queries (several
+pairs ``A1 B1 A2 B2 ...``, each on its own split: their queries pooled into one bootstrap);
 ``--pooled EXP [EXP ...]`` that of each experiment against its own log-mel statistics with the held-out queries of
 all of them pooled (runs on different splits, ``data.seed``).
 
@@ -134,6 +135,17 @@ def compare(a: Path, b: Path, space: str = "projections", metric: str = "album_p
     return {"a": str(a), "b": str(b), "space": space, "metric": metric, **_paired(per[f"a:{space}"], per[f"b:{space}"])}
 
 
+def compare_pooled(pairs: list[tuple[Path, Path]], space: str = "projections",
+                   metric: str = "album_precision@5") -> dict:
+    """:func:`compare` over several pairs (a_i, b_i), each pair on its own split: the held-out queries of all
+    pairs pooled into one paired bootstrap of a - b and a / b."""
+    parts = [_heldout_precision(a, {f"a:{space}": a, f"b:{space}": b}, metric) for a, b in pairs]
+    a_all = np.concatenate([p[f"a:{space}"] for p in parts])
+    b_all = np.concatenate([p[f"b:{space}"] for p in parts])
+    return {"pairs": [[str(a), str(b)] for a, b in pairs], "space": space, "metric": metric,
+            "per_pair_queries": [int(len(p[f"a:{space}"])) for p in parts], **_paired(a_all, b_all)}
+
+
 def pooled_against_logmel(exps: list[Path], space: str = "projections", metric: str = "album_precision@5") -> dict:
     """Each experiment's trained space against its own log-mel statistics, the held-out queries of all of them
     pooled (experiments on different splits: a query held out by several counts once per split) into one paired
@@ -159,15 +171,20 @@ def main() -> None:
     p.add_argument("--scopes", nargs="+", default=["catalogue"])
     p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON")
     p.add_argument("--table", action="store_true", help="print the markdown table of every evaluated experiment")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"), type=Path,
-                   help="paired bootstrap of album precision@5 between two embedded experiments (one JSON line)")
+    p.add_argument("--compare", nargs="+", metavar="A B", type=Path,
+                   help="paired bootstrap of album precision@5 between two embedded experiments (one JSON line); "
+                        "several pairs A1 B1 A2 B2 ...: their queries pooled")
     p.add_argument("--pooled", nargs="+", type=Path, metavar="EXP",
                    help="each experiment's space against its own log-mel statistics, queries of all pooled (one JSON line)")
     p.add_argument("--space", default="projections", choices=["projections", "features"])
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.compare:
-        print(json.dumps(compare(*args.compare, space=args.space)))
+        if len(args.compare) % 2:
+            p.error(f"--compare takes pairs of experiments, got {len(args.compare)} paths")
+        pairs = list(zip(args.compare[::2], args.compare[1::2], strict=True))
+        print(json.dumps(compare(*pairs[0], space=args.space) if len(pairs) == 1
+                         else compare_pooled(pairs, space=args.space)))
     if args.pooled:
         print(json.dumps(pooled_against_logmel(args.pooled, space=args.space)))
     if args.table:

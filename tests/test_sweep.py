@@ -75,6 +75,17 @@ def test_compare_matches_evaluate_and_is_zero_against_itself(experiments):
     assert features["a_mean"] == pytest.approx(_catalogue(a, "trained-features"), abs=1e-4)
 
 
+def test_compare_pooled_over_pairs_concatenates_their_queries(experiments):
+    sweep = _sweep()
+    a, b = experiments
+    one = sweep.compare(a, b)
+    two = sweep.compare_pooled([(a, b), (b, a)])
+    assert two["per_pair_queries"] == [one["n_queries"]] * 2 and two["n_queries"] == 2 * one["n_queries"]
+    # (a, b) then (b, a): the pooled means are equal and the difference interval is centred on 0
+    assert two["a_mean"] == two["b_mean"] == pytest.approx((one["a_mean"] + one["b_mean"]) / 2, abs=1e-4)
+    assert two["difference"][0] == 0.0 and two["difference"][1] < 0 < two["difference"][2]
+
+
 def test_pooled_concatenates_each_experiments_queries_against_its_own_statistics(experiments):
     sweep = _sweep()
     a, b = experiments
