@@ -86,10 +86,12 @@ def table(out: Path, scope: str = "catalogue") -> str:
     return "\n".join(rows)
 
 
-def _heldout_precision(exp: Path, spaces: dict[str, Path], metric: str) -> dict[str, np.ndarray]:
+def _heldout_precision(exp: Path, spaces: dict[str, Path], metric: str,
+                       references: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """{name: (Q,) per-query ``metric`` of the held-out queries of ``exp``'s split} for each trained space
-    ``spaces[name]`` = the experiment whose embeddings to rank (on the tracks all of them embed, catalogue scope)
-    and, under "logmel-stats", ``exp``'s own z-scored log-mel statistics (its baselines.npz)."""
+    ``spaces[name]`` = the experiment whose embeddings to rank (on the tracks all of them embed, catalogue scope),
+    under "logmel-stats" ``exp``'s own z-scored log-mel statistics (its baselines.npz), and under each name of
+    ``references`` ("musicnn") that model's vectors (cached beside the DB, see :mod:`spotifai.reference`)."""
     from spotifai import database
 
     config = experiments.load_config(exp)
@@ -108,9 +110,18 @@ def _heldout_precision(exp: Path, spaces: dict[str, Path], metric: str) -> dict[
     conn = database.connect(db_path, create=False, readonly=True)
     try:
         split = config.data.split(conn)
-        paths = {int(r["id"]): str(Path(r["audio_path"]).resolve()) for r in database.tracks(conn, ids.tolist())}
+        rows = database.tracks(conn, ids.tolist())
     finally:
         conn.close()
+    paths = {int(r["id"]): str(Path(r["audio_path"]).resolve()) for r in rows}
+    for name in references:
+        from spotifai.reference import musicnn_vectors
+
+        if name != "musicnn":
+            raise SystemExit(f"unknown reference {name!r}")
+        by_id = {int(r["id"]): r["audio_path"] for r in rows}
+        vectors[name] = np.asarray(musicnn_vectors([by_id[int(t)] for t in ids], cache=db_path.parent / "musicnn.npz")[0],
+                                   dtype=np.float32)
     labels = evaluate.read_labels(db_path.parent / evaluate.LABELS_FILE)
     truth = metric.rsplit("_", 1)[0]
     values = [labels.get(paths[int(t)], {}).get(truth, "") or None for t in ids]
@@ -146,18 +157,23 @@ def compare_pooled(pairs: list[tuple[Path, Path]], space: str = "projections",
             "per_pair_queries": [int(len(p[f"a:{space}"])) for p in parts], **_paired(a_all, b_all)}
 
 
-def pooled_against_logmel(exps: list[Path], space: str = "projections", metric: str = "album_precision@5") -> dict:
+def pooled_against_logmel(exps: list[Path], space: str = "projections", metric: str = "album_precision@5",
+                          references: tuple[str, ...] = ()) -> dict:
     """Each experiment's trained space against its own log-mel statistics, the held-out queries of all of them
     pooled (experiments on different splits: a query held out by several counts once per split) into one paired
-    bootstrap: difference and ratio trained / log-mel."""
-    parts = [_heldout_precision(exp, {f"trained:{space}": exp}, metric) for exp in exps]
+    bootstrap: difference and ratio trained / log-mel; and the same against each of ``references``
+    (under "vs <name>")."""
+    parts = [_heldout_precision(exp, {f"trained:{space}": exp}, metric, tuple(references)) for exp in exps]
     missing = [str(e) for e, p in zip(exps, parts, strict=True) if "logmel-stats" not in p]
     if missing:
         raise SystemExit(f"no log-mel statistics (baselines.npz; run evaluate first) in: {', '.join(missing)}")
     trained = np.concatenate([p[f"trained:{space}"] for p in parts])
     logmel = np.concatenate([p["logmel-stats"] for p in parts])
-    return {"experiments": [str(e) for e in exps], "space": space, "metric": metric,
-            "per_experiment_queries": [int(len(p["logmel-stats"])) for p in parts], **_paired(trained, logmel)}
+    out = {"experiments": [str(e) for e in exps], "space": space, "metric": metric,
+           "per_experiment_queries": [int(len(p["logmel-stats"])) for p in parts], **_paired(trained, logmel)}
+    for name in references:
+        out[f"vs {name}"] = _paired(trained, np.concatenate([p[name] for p in parts]))
+    return out
 
 
 def main() -> None:
@@ -186,7 +202,7 @@ def main() -> None:
         print(json.dumps(compare(*pairs[0], space=args.space) if len(pairs) == 1
                          else compare_pooled(pairs, space=args.space)))
     if args.pooled:
-        print(json.dumps(pooled_against_logmel(args.pooled, space=args.space)))
+        print(json.dumps(pooled_against_logmel(args.pooled, space=args.space, references=tuple(args.reference))))
     if args.table:
         print(table(Path(args.out), args.scopes[0]))
     for item in args.variant:
