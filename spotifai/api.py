@@ -136,6 +136,7 @@ class Model:
         (channels, samples) or (samples, channels) (as ``soundfile.read`` returns it), float, at
         ``sample_rate`` Hz (resampled to 16 kHz as files are)."""
         import torch
+
         from spotifai.audio import AudioError, waveform_patches
         from spotifai.embed import finish_pool, merge_pools, pool_rows, select_patches
 

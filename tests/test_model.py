@@ -153,10 +153,12 @@ def test_calibrate_norms_averages_batches_and_ignores_an_empty_iterable():
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k])
     a, b = torch.randn(20, 8, 32), torch.randn(20, 8, 32) + 2
-    calibrate_norms(model, [a, b])
-    with torch.no_grad():
-        pre = torch.cat([model.ln_post(model.blocks[0](
-            (torch.nn.functional.gelu(model.conv2(torch.nn.functional.gelu(model.conv1(x)))).transpose(1, 2)
-             + model.positions[: x.shape[2] // 2]))).mean(1) for x in (a, b)])
+    inputs = []  # what feature_norm sees during the calibration
+    hook = model.feature_norm.register_forward_hook(lambda _m, args, _out: inputs.append(args[0].detach()))
+    assert calibrate_norms(model, [a, b]) == 2
+    hook.remove()
+    pre = torch.cat(inputs)
+    assert pre.shape == (40, 16)
     # the cumulative average of the two batch means = the mean over both (equal batch sizes)
     torch.testing.assert_close(model.feature_norm.running_mean, pre.mean(0), atol=1e-5, rtol=1e-4)
+    assert model.feature_norm.num_batches_tracked.item() == 2
