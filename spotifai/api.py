@@ -138,7 +138,7 @@ class Model:
         import torch
 
         from spotifai.audio import AudioError, waveform_patches
-        from spotifai.embed import finish_pool, merge_pools, pool_rows, select_patches
+        from spotifai.embed import embed_patches, select_patches
 
         space = _check_space(space or self.space)
         x = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
@@ -155,14 +155,8 @@ class Model:
             raise EmbeddingError("<waveform>", exc.reason) from exc
         keep = select_patches(int(patches.shape[0]), MAX_PATCHES)
         patches = patches[torch.from_numpy(keep)]
-        pooling = self.encoder.config.pooling  # as the catalogue was embedded (spotifai.embed)
-        total = None
-        with torch.inference_mode():
-            for start in range(0, patches.shape[0], BATCH_SIZE):
-                out = self.encoder(patches[start : start + BATCH_SIZE].to(self.device), output=space)
-                part = pool_rows(out, torch.zeros(out.shape[0], dtype=torch.int64, device=out.device), 1, pooling)
-                total = part if total is None else merge_pools(total, part, pooling)
-            return finish_pool(total)[0].cpu().numpy().astype(np.float32)
+        features, projections = embed_patches(self.encoder, patches, device=self.device, batch_size=BATCH_SIZE)
+        return features if space == "features" else projections
 
     # -------------------------------------------------------------------------------------------- search
 

@@ -466,6 +466,25 @@ def embed_tracks(
     return result
 
 
+def embed_patches(encoder: torch.nn.Module, patches: torch.Tensor, *, device: str | torch.device = "cpu",
+                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """One song's (features (model_dim,), projections (projection_dim,)) float32 unit vectors from its patches
+    (n, n_mels, patch_frames), pooled as :func:`embed_tracks` pools a track (the same packer), ``batch_size``
+    patches per forward pass."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    encoder = encoder.to(device).eval()
+    packer = _PatchPacker(encoder, device, None, 1, encoder.config.pooling)
+    packer.add(0, patches)
+    with torch.inference_mode():
+        while packer.queued > 0:
+            packer.forward(min(batch_size, packer.queued))
+        packer.finish_ready()
+    res = packer.result()
+    return res.features[0], res.projections[0]
+
+
 # ------------------------------------------------------------------------------------------ experiments
 
 
