@@ -108,8 +108,8 @@ def train(args) -> None:
         for i, shard in enumerate(shards):
             torch.save({"model": shard, **(meta if i == 0 else {}), "shards": len(shards)},
                        out / f"{name}.best.{i}.pt")
-        print(f"{name}: best step {state['step']} (validation loss {state['validation_loss']:.2f}), "
-              f"{len(shards)} shards", flush=True)
+        print(f"{name}: best step {state['step']} (validation loss {state['validation_loss']:.2f}, "
+              f"probe mAP {state.get('validation_map')}), {len(shards)} shards", flush=True)
     with tarfile.open(out / "runs.tgz", "w:gz") as tar:
         for name in chosen:
             for f in ("config.json", "history.csv", "evaluation.json", "embeddings.npz"):
@@ -147,13 +147,14 @@ def join(args) -> None:
         exp = target / name
         buf = io.BytesIO()
         torch.save({"model": model, "config": config, "step": head["step"],
-                    "validation_loss": head["validation_loss"]}, buf)
+                    "validation_loss": head["validation_loss"], "validation_map": head.get("validation_map")}, buf)
         atomic.write_bytes(exp / "checkpoints" / "best.pt", buf.getvalue())
         atomic.write_bytes(exp / "config.json", json.dumps(config, indent=2).encode())
         device_dir = target / "_device" / name
         if (device_dir / "history.csv").exists():
             atomic.write_bytes(exp / "history.csv", (device_dir / "history.csv").read_bytes())
-        print(f"{exp}: step {head['step']}, validation loss {head['validation_loss']:.2f}")
+        print(f"{exp}: step {head['step']}, validation loss {head['validation_loss']:.2f}, "
+              f"probe mAP {head.get('validation_map')}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,7 @@
 
 A training checkpoint holds model, optimizer, scheduler, GradScaler and RNG states, the step, the config
 (:meth:`spotifai.experiment.ExperimentConfig.to_dict`), the history rows up to its step and the unfinished loss
-window (see :mod:`spotifai.train`). ``best.pt`` holds only model, config, step and validation loss. Inference
+window (see :mod:`spotifai.train`). ``best.pt`` holds only model, config, step, validation loss and probe mAP. Inference
 (:func:`load_encoder`) reads only the ``model`` and ``data.audio`` sections of the stored config, so it needs
 neither the trainer nor a valid optimizer / training / progress section.
 """
@@ -64,9 +64,12 @@ def save(experiment: str | Path, state: dict, kept: bool) -> None:
     atomic.write_bytes(folder(experiment) / f"{LATEST}.pt", data)
 
 
-def save_best(experiment: str | Path, model_state_dict: dict, config: dict, step: int, validation_loss: float) -> None:
-    """``checkpoints/best.pt``: the weights with the lowest validation loss so far (for inference)."""
-    state = {"model": model_state_dict, "config": config, "step": step, "validation_loss": validation_loss}
+def save_best(experiment: str | Path, model_state_dict: dict, config: dict, step: int, validation_loss: float,
+              validation_map: float | None = None) -> None:
+    """``checkpoints/best.pt``: the weights of the best validation so far (``progress.best_by``: the lowest
+    validation loss or the highest retrieval-probe mAP; for inference), with both scores."""
+    state = {"model": model_state_dict, "config": config, "step": step, "validation_loss": validation_loss,
+             "validation_map": validation_map}
     atomic.write_bytes(folder(experiment) / f"{BEST_CHECKPOINT}.pt", _bytes(state))
 
 

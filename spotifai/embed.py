@@ -222,7 +222,7 @@ class TrackDataset(torch.utils.data.Dataset):
             return track_id, None, f"{type(exc).__name__}: {exc}"
 
 
-class _TrackPatches(TrackDataset):
+class TrackPatches(TrackDataset):
     """Item i = (track_id, patches (n, n_mels, patch_frames) or None, error reason or None).
 
     With ``cache_dir`` the log-mel comes from the training patch cache (no decoding for cached tracks)."""
@@ -257,7 +257,7 @@ def worker_init(_worker_id: int) -> None:
 def _decoded(
     items, audio_config, max_patches, num_workers, cache_dir=None
 ) -> Iterator[tuple[int, torch.Tensor | None, str | None]]:
-    dataset = _TrackPatches(items, audio_config, max_patches, cache_dir)
+    dataset = TrackPatches(items, audio_config, max_patches, cache_dir)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=None,
@@ -466,22 +466,32 @@ def embed_tracks(
     return result
 
 
-def embed_patches(encoder: torch.nn.Module, patches: torch.Tensor, *, device: str | torch.device = "cpu",
-                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """One song's (features (model_dim,), projections (projection_dim,)) float32 unit vectors from its patches
-    (n, n_mels, patch_frames), pooled as :func:`embed_tracks` pools a track (the same packer), ``batch_size``
-    patches per forward pass."""
+def embed_patch_sets(encoder: torch.nn.Module, patch_sets: Sequence[tuple[int, torch.Tensor]], *,
+                     device: str | torch.device = "cpu", batch_size: int = 64) -> EmbedResult:
+    """The songs of ``patch_sets`` = [(track id, patches (n, n_mels, patch_frames) float32)], each pooled as
+    :func:`embed_tracks` pools a track (the same packer, the encoder's pooling), ``batch_size`` patches per
+    forward pass: an :class:`EmbedResult` in input order. The encoder is left in eval mode on ``device``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device)
     encoder = encoder.to(device).eval()
-    packer = _PatchPacker(encoder, device, None, 1, encoder.config.pooling)
-    packer.add(0, patches)
+    packer = _PatchPacker(encoder, device, None, max(1, len(patch_sets)), encoder.config.pooling)
     with torch.inference_mode():
+        for tid, patches in patch_sets:
+            packer.add(int(tid), patches)
+            while packer.queued >= batch_size:
+                packer.forward(batch_size)
         while packer.queued > 0:
             packer.forward(min(batch_size, packer.queued))
         packer.finish_ready()
-    res = packer.result()
+    return packer.result()
+
+
+def embed_patches(encoder: torch.nn.Module, patches: torch.Tensor, *, device: str | torch.device = "cpu",
+                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """One song's (features (model_dim,), projections (projection_dim,)) float32 unit vectors from its patches
+    (n, n_mels, patch_frames): :func:`embed_patch_sets` of one song."""
+    res = embed_patch_sets(encoder, [(0, patches)], device=device, batch_size=batch_size)
     return res.features[0], res.projections[0]
 
 

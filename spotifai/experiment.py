@@ -4,10 +4,11 @@ experiments without loading the trainer).
 An experiment is a folder ``experiments/<name>/``::
 
     config.json              the validated config (sections model, optimizer, training, data, progress)
-    history.csv              step,split,loss  (split = train | validation)
+    history.csv              step,split,loss  (split = train | validation | validation_map: the retrieval
+                             probe's mAP, spotifai.probe)
     checkpoints/latest.pt    the newest checkpoint (every progress.save_period steps and at the end)
     checkpoints/step_NNNNNNN.pt  kept checkpoints (every progress.checkpoint_period steps and at the end)
-    checkpoints/best.pt      the weights of the lowest validation loss (progress.keep_best; what embed uses)
+    checkpoints/best.pt      the weights of the best validation (progress.keep_best, .best_by; what embed uses)
     cache/                   the log-mel patch cache (data.cache_dir, when data.patch_cache is on)
     embeddings.npz, evaluation.json, baselines.npz, figures/   written by embed, evaluate and the notebooks
 
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
+PROBE_SPLIT = "validation_map"
+"""The retrieval probe's rows in history.csv (split column; the value column holds its mAP, not a loss)."""
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best"
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -56,6 +59,8 @@ MAX_PLAYLISTS_PER_STEP = 4096  # per rank
 MAX_BATCH_GIB = 16.0  # one step's float32 patches (playlists_per_step x patches_per_playlist x n_mels x frames)
 MAX_NUM_WORKERS = 256  # data.num_workers
 MAX_VAL_BATCHES = 100_000  # progress.val_batches and progress.calibration_batches
+MAX_PROBE_PATCHES = 64  # progress.probe_patches (the probe keeps them in memory, spotifai.probe)
+BEST_BY = ("loss", "retrieval")  # progress.best_by
 
 
 class ConfigError(ValueError):
@@ -126,10 +131,14 @@ class ProgressConfig:
     save_period: int  # steps between latest.pt
     checkpoint_period: int  # steps between kept checkpoints
     loss_window: int  # train loss rows average this many steps
-    keep_best: bool  # write checkpoints/best.pt at each new lowest validation loss (embedding then uses it)
+    keep_best: bool  # write checkpoints/best.pt at each new best validation score (embedding then uses it)
     # training batches run through the model before each validation to recompute its normalization statistics
     # for the current weights (spotifai.model.calibrate_norms); 0 = keep the running averages
     calibration_batches: int
+    # patches per track of the retrieval probe run at each validation (spotifai.probe: playlist mAP of the
+    # validation tracks, history split "validation_map"); 0 = no probe
+    probe_patches: int
+    best_by: str  # what keep_best keeps: "loss" (lowest validation loss) or "retrieval" (highest probe mAP)
 
 
 @dataclass(frozen=True)
@@ -168,7 +177,7 @@ _LEGACY_DEFAULTS: dict[str, dict] = {
     "model": {"time_stride": 2, "pooling": "mean"},
     "training": {"track_weight": 0.0, "augment": {}, "compile": False},
     "data": {"validation_by": "playlists"},
-    "progress": {"keep_best": False, "calibration_batches": 0},
+    "progress": {"keep_best": False, "calibration_batches": 0, "probe_patches": 0, "best_by": "loss"},
 }
 # Keys renamed since: old name -> new name (configs and checkpoints written before still load).
 _LEGACY_NAMES: dict[str, dict[str, str]] = {
@@ -212,7 +221,8 @@ def default_config(database: str | Path, **overrides) -> dict:
             "validation_by": "tracks",
         },
         "progress": {"val_period": 500, "val_batches": 8, "save_period": 200, "checkpoint_period": 5000,
-                     "loss_window": 50, "keep_best": True, "calibration_batches": 4},
+                     "loss_window": 50, "keep_best": True, "calibration_batches": 4, "probe_patches": 4,
+                     "best_by": "retrieval"},
     }
     return _apply_overrides(config, overrides)
 
@@ -234,7 +244,8 @@ def demo_config(database: str | Path) -> dict:
         # keep_best off: the demo was tuned on its last step; 2 validation batches of unseen playlists are too
         # noisy to pick a step by
         progress={"val_period": 100, "val_batches": 2, "save_period": 50, "checkpoint_period": 200,
-                  "loss_window": 20, "keep_best": False, "calibration_batches": 0},
+                  "loss_window": 20, "keep_best": False, "calibration_batches": 0, "probe_patches": 0,
+                  "best_by": "loss"},
     )
 
 
@@ -465,6 +476,12 @@ def _check_values(c: ExperimentConfig, source: str) -> None:  # noqa: C901 - one
     for key in ("save_period", "checkpoint_period", "loss_window"):
         if getattr(p, key) < 1:
             bad(f"progress.{key}", "must be >= 1")
+    if not 0 <= p.probe_patches <= MAX_PROBE_PATCHES:
+        bad("progress.probe_patches", f"must be >= 0 and <= {MAX_PROBE_PATCHES}")
+    if p.best_by not in BEST_BY:
+        bad("progress.best_by", f"must be one of {', '.join(BEST_BY)}")
+    if p.best_by == "retrieval" and p.probe_patches == 0:
+        bad("progress.best_by", "'retrieval' needs the retrieval probe (progress.probe_patches >= 1)")
 
 
 def validate_config(config: dict | ExperimentConfig, source: str = "config") -> dict:

@@ -56,20 +56,32 @@ def dataset_overview(durations_s: Sequence[float], playlist_sizes: Sequence[int]
 
 
 def loss_curves(history: pd.DataFrame, title: str | None = None) -> Figure:
-    """Training and validation loss against step.
+    """Training and validation loss against step, and the retrieval probe's validation mAP when the run had one.
 
-    ``history``: columns ``step``, ``split`` ("train" / "validation"), ``loss`` (as in history.csv).
+    ``history``: columns ``step``, ``split`` ("train" / "validation" / "validation_map"), ``loss`` (as in
+    history.csv; for "validation_map" the value is the probe's playlist mAP, drawn on its own right-hand axis).
     """
+    from spotifai.experiment import PROBE_SPLIT
+
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     styles = {"train": dict(color="#3b7dd8", lw=1.6), "validation": dict(color="#e07b39", lw=1.8, marker="o", ms=3)}
-    for split_name, rows in history.groupby("split"):
+    losses = history[history["split"] != PROBE_SPLIT]
+    for split_name, rows in losses.groupby("split"):
         rows = rows.sort_values("step")
         ax.plot(rows["step"], rows["loss"], label=f"{split_name} loss", **styles.get(split_name, {}))
     ax.set_xlabel("training step")
     ax.set_ylabel("Barlow Twins loss (playlist + track terms)")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    probe = history[history["split"] == PROBE_SPLIT].sort_values("step")
+    if len(probe):
+        right = ax.twinx()
+        (line,) = right.plot(probe["step"], probe["loss"], color="#2a9d4b", lw=1.8, marker="s", ms=3, ls="--")
+        right.set_ylabel("validation playlist mAP (retrieval probe)")
+        handles.append(line)
+        labels.append("validation mAP (probe)")
+    ax.legend(handles, labels)
     ax.set_title(title or "Loss curves")
     fig.tight_layout()
     return fig

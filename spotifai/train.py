@@ -4,7 +4,10 @@
 presets) and trains it; ``train_model(experiment)`` resumes it. One run reads top to bottom in
 :meth:`_Runner.run`: for each batch, a step, then the loss log, a validation, a checkpoint and the progress bar
 when they are due (:meth:`_Runner.after_step`); :class:`History` keeps history.csv and :class:`Throughput` the
-patches per second.
+patches per second. Each validation calibrates the normalization statistics, computes the validation loss and,
+with ``progress.probe_patches``, the retrieval probe's playlist mAP (:mod:`spotifai.probe`); with
+``progress.keep_best`` the weights of the best validation (``progress.best_by``: lowest loss or highest mAP) are
+kept as ``checkpoints/best.pt``.
 
 Resume: each checkpoint (:mod:`spotifai.checkpoint`) holds model, optimizer, scheduler, GradScaler and RNG
 states, the step, the config, the history rows up to its step and the unfinished loss window.
@@ -55,6 +58,7 @@ from spotifai.experiment import (
 )
 from spotifai.loss import playlist_and_track_loss
 from spotifai.model import AudioEncoder, calibrate_norms
+from spotifai.probe import PROBE_SPLIT, RetrievalProbe, build_probe
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +265,8 @@ class _Runner:
         self.last_loss = math.nan
         self.val_maker: sampling.BatchMaker | None = None
         self.train_maker: sampling.BatchMaker | None = None
+        self.probe: RetrievalProbe | None = None
+        self.probe_built = False
 
     def _build_model(self) -> None:
         """``raw_model`` (the encoder: validation, checkpoints) and ``model`` (what training steps run: DDP,
@@ -370,6 +376,33 @@ class _Runner:
         self.raw_model.train()
         finite = [v for v in losses if math.isfinite(v)]
         return sum(finite) / len(finite) if finite else float("nan")
+
+    def probe_score(self) -> float | None:
+        """Playlist mAP of the validation tracks (:mod:`spotifai.probe`, after :meth:`validate` calibrated the
+        statistics), on rank 0 when ``progress.probe_patches`` > 0; None otherwise or without a usable probe.
+        The probe's patches are read at its first use (the patch cache is warm by then)."""
+        p = self.config.progress
+        if self.rank != 0 or p.probe_patches == 0 or not self.plan.validation:
+            return None
+        if not self.probe_built:
+            self.probe_built = True
+            self.probe = build_probe(self.plan, self.config.data.audio, p.probe_patches, seed=self.config.data.seed,
+                                     cache_dir=cache_path(self.experiment, self.config))
+            if self.probe is None:
+                log.warning("retrieval probe: fewer than two readable validation tracks; no probe")
+        if self.probe is None:
+            return None
+        with self.autocast():
+            return self.probe.score(self.raw_model, self.device)
+
+    def is_best(self, loss: float | None, retrieval: float | None) -> bool:
+        """Whether this validation's score beats every earlier one (``progress.best_by``); ties of the probe go
+        to the later step."""
+        if self.config.progress.best_by == "retrieval":
+            best = max((v for _, sp, v in self.history.rows if sp == PROBE_SPLIT and math.isfinite(v)),
+                       default=-math.inf)
+            return retrieval is not None and math.isfinite(retrieval) and retrieval >= best
+        return loss is not None and math.isfinite(loss) and loss < self.history.best_validation()
 
     def state(self) -> dict:
         return {
@@ -565,10 +598,14 @@ class _Runner:
             self.window = []
         if validates:
             v = self.validate()
+            r = self.probe_score() if v is not None else None
             if v is not None:
-                if self.rank == 0 and p.keep_best and math.isfinite(v) and v < self.history.best_validation():
-                    checkpoint.save_best(self.experiment, self.raw_model.state_dict(), self.config.to_dict(), step, v)
+                if self.rank == 0 and p.keep_best and self.is_best(v, r):
+                    checkpoint.save_best(self.experiment, self.raw_model.state_dict(), self.config.to_dict(), step, v,
+                                         validation_map=r)
                 self.history.add(step, "validation", v)
+                if r is not None:
+                    self.history.add(step, PROBE_SPLIT, r)
             speed.paused()
         if self.rank == 0 and saves:
             checkpoint.save(self.experiment, self.state(), kept=kept)

@@ -97,6 +97,9 @@ _DELETE = object()
         ("model.n_mels", 40, "model.n_mels"),
         ("data.audio.hop", 3, "data.audio.hop"),
         ("progress.save_period", 0, "progress.save_period"),
+        ("progress.best_by", "accuracy", "progress.best_by"),
+        ("progress.probe_patches", -1, "progress.probe_patches"),
+        ("progress.probe_patches", 0, "progress.best_by"),  # "retrieval" needs the probe
     ],
 )
 def test_invalid_config_fails_before_training_naming_the_key(corpus, tmp_path, key, value, message):
@@ -348,7 +351,7 @@ def test_keep_best_saves_the_lowest_validation_loss_and_embed_uses_it(corpus, tm
     from spotifai import embed
 
     exp = tmp_path / "exp"
-    cfg = tiny_config(corpus, training={"steps": 8}, progress={"val_period": 2, "keep_best": True})
+    cfg = tiny_config(corpus, training={"steps": 8}, progress={"val_period": 2, "keep_best": True, "best_by": "loss"})
     train.train_model(exp, config=cfg, multi_processing=False)
     validation = [(s, v) for s, sp, v in experiments.read_history(exp) if sp == "validation"]
     best_step, best_loss = min(validation, key=lambda row: row[1])
@@ -364,6 +367,57 @@ def test_keep_best_saves_the_lowest_validation_loss_and_embed_uses_it(corpus, tm
     del legacy["progress"]["keep_best"]
     train.train_model(tmp_path / "legacy", config=legacy, multi_processing=False)
     assert not (tmp_path / "legacy" / "checkpoints" / "best.pt").exists()
+
+
+def test_the_retrieval_probe_keeps_the_best_validation_map_as_evaluation_would_score_it(corpus, tmp_path):
+    from spotifai import embed, evaluate
+
+    exp = tmp_path / "probe"
+    cfg = tiny_config(corpus, training={"steps": 8},
+                      progress={"val_period": 2, "keep_best": True, "best_by": "retrieval", "probe_patches": 2})
+    train.train_model(exp, config=cfg, multi_processing=False)
+    rows = experiments.read_history(exp)
+    scores = [(s, v) for s, sp, v in rows if sp == experiments.PROBE_SPLIT]
+    assert [s for s, _ in scores] == [s for s, sp, _ in rows if sp == "validation"] == [2, 4, 6, 8]
+    assert all(0 < v <= 1 for _, v in scores)
+    best = max(v for _, v in scores)
+    best_step = max(s for s, v in scores if v == best)  # ties go to the later step
+    state = torch.load(exp / "checkpoints" / "best.pt", weights_only=True)
+    assert state["step"] == best_step and state["validation_map"] == pytest.approx(best, rel=1e-5)
+
+    # the same number from the inference path: embed the probe's tracks with best.pt (2 evenly spaced patches,
+    # the model's pooling) and score the validation tracks with the evaluation's own metric
+    config = experiments.as_config(cfg)
+    plan = train.check_data(exp, config)
+    val = sorted({t for tids in plan.validation.values() for t in tids})
+    items = [(t, plan.tracks[t][0]) for t in sorted(set(val) | {t for tids in plan.train.values() for t in tids})]
+    encoder, _ = checkpoints.load_encoder(exp, checkpoints.resolve(exp, "best"))
+    res = embed.embed_tracks(encoder, items, config.data.audio, max_patches_per_track=2, progress=False,
+                             cache_dir=experiments.cache_path(exp, config))
+    ids = res.track_ids.tolist()
+    sets = [{p for p, tids in (*plan.train.items(), *plan.validation.items()) if t in tids} for t in ids]
+    q = [ids.index(t) for t in val]
+    exclude = torch.zeros(len(q), len(ids), dtype=torch.bool)
+    exclude[range(len(q)), q] = True
+    ap = evaluate.per_query_metrics(res.projections[q], res.projections, {"playlist": evaluate.set_relevance(
+        [sets[i] for i in q], sets)}, exclude=exclude.numpy())["playlist_map"]
+    assert float(ap.mean()) == pytest.approx(best, abs=1e-4)
+
+    # the loss-curve figure draws the probe on its own axis
+    import pandas as pd
+
+    from spotifai import plots
+
+    fig = plots.loss_curves(pd.DataFrame(rows, columns=["step", "split", "loss"]))
+    assert len(fig.axes) == 2 and "mAP" in fig.axes[1].get_ylabel()
+
+
+def test_a_config_written_before_the_probe_reads_as_no_probe_and_best_by_loss(corpus):
+    legacy = tiny_config(corpus)
+    for key in ("probe_patches", "best_by"):
+        del legacy["progress"][key]
+    progress = experiments.as_config(legacy).progress
+    assert (progress.probe_patches, progress.best_by) == (0, "loss")
 
 
 def test_validation_calibrates_the_norms_on_the_last_training_batches(corpus, tmp_path):
