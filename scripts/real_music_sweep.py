@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spotifai import embed, evaluate, train
+from spotifai import embed, embeddings_file, evaluate, train
 from spotifai import experiment as experiments
 
 METRICS = ("album_precision@5", "album_precision@10", "album_map", "composer_precision@5", "playlist_precision@5")
@@ -96,7 +96,7 @@ def _heldout_precision(exp: Path, spaces: dict[str, Path], metric: str,
 
     config = experiments.load_config(exp)
     db_path = experiments.database_path(exp, config)
-    loaded = {name: embed.load_embeddings(path) for name, path in spaces.items()}
+    loaded = {name: embeddings_file.load_embeddings(path) for name, path in spaces.items()}
     ids = None
     for emb in loaded.values():
         ids = emb.track_ids if ids is None else np.intersect1d(ids, emb.track_ids)

@@ -36,7 +36,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,91 +44,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from spotifai import atomic, database
+from spotifai import database
+from spotifai.embeddings_file import (
+    Embeddings,
+    EmbedResult,
+    embeddings_path,
+    load_embeddings,
+    save_embeddings,
+    write_embeddings_file,
+)
 
 log = logging.getLogger(__name__)
-
-EMBEDDINGS_FILE = "embeddings.npz"
-
-
-# --------------------------------------------------------------------------------------------- storage
-
-
-@dataclass
-class Embeddings:
-    """Track vectors of one experiment.
-
-    ``track_ids`` int64 (N,); ``features`` float32 (N, model_dim); ``projections`` float32
-    (N, projection_dim), rows L2-normalized; ``checkpoint_id`` the identity of the checkpoint that made them.
-    """
-
-    track_ids: np.ndarray
-    features: np.ndarray
-    projections: np.ndarray
-    checkpoint_id: str
-    step: int = -1
-
-    def __len__(self) -> int:
-        return int(self.track_ids.shape[0])
-
-    def vectors(self, space: str) -> np.ndarray:
-        """The (N, dim) matrix of ``space`` ("features" or "projections")."""
-        if space not in ("features", "projections"):
-            raise ValueError(f"unknown embedding space {space!r} (expected 'features' or 'projections')")
-        return self.features if space == "features" else self.projections
-
-    def subset(self, track_ids: Sequence[int]) -> Embeddings:
-        """The rows of ``track_ids`` (in that order; ids not embedded are left out)."""
-        pos = {int(t): i for i, t in enumerate(self.track_ids)}
-        rows = np.array([pos[int(t)] for t in track_ids if int(t) in pos], dtype=np.int64)
-        return Embeddings(
-            self.track_ids[rows], self.features[rows], self.projections[rows], self.checkpoint_id, self.step
-        )
-
-
-def embeddings_path(experiment_path: str | Path) -> Path:
-    return Path(experiment_path) / EMBEDDINGS_FILE
-
-
-def load_embeddings(experiment_path: str | Path) -> Embeddings:
-    """Read ``experiments/<name>/embeddings.npz``; FileNotFoundError naming the file when missing."""
-    path = embeddings_path(experiment_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no embeddings (run `spotifai embed {Path(experiment_path)}` first)")
-    return read_embeddings_file(path)
-
-
-def read_embeddings_file(path: Path) -> Embeddings:
-    """The :class:`Embeddings` stored in the .npz ``path``; ValueError naming the file when it is not one."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return Embeddings(
-                track_ids=z["track_ids"].astype(np.int64),
-                features=z["features"].astype(np.float32),
-                projections=z["projections"].astype(np.float32),
-                checkpoint_id=str(z["checkpoint_id"]),
-                step=int(z["step"]) if "step" in z else -1,
-            )
-    except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"{path}: not a valid embeddings file ({exc})") from exc
-
-
-def save_embeddings(experiment_path: str | Path, emb: Embeddings) -> Path:
-    """Write ``emb`` to ``experiments/<name>/embeddings.npz`` atomically."""
-    return write_embeddings_file(embeddings_path(experiment_path), emb)
-
-
-def write_embeddings_file(path: Path, emb: Embeddings) -> Path:
-    """Write ``emb`` to the .npz ``path`` atomically (int64 ids, float32 vectors); returns ``path``."""
-    return atomic.write_with(path, lambda fh: np.savez(
-        fh,
-        track_ids=np.asarray(emb.track_ids, dtype=np.int64),
-        features=np.asarray(emb.features, dtype=np.float32),
-        projections=np.asarray(emb.projections, dtype=np.float32),
-        checkpoint_id=np.array(emb.checkpoint_id),
-        step=np.array(emb.step, dtype=np.int64),
-    ))
-
 
 # --------------------------------------------------------------------------------------------- decoding
 
@@ -271,18 +196,6 @@ def _decoded(
 
 
 # ---------------------------------------------------------------------------------------------- embedding
-
-
-@dataclass
-class EmbedResult:
-    """Output of :func:`embed_tracks`: rows in input order of the tracks that worked."""
-
-    track_ids: np.ndarray
-    features: np.ndarray
-    projections: np.ndarray
-    failures: list[dict] = field(default_factory=list)
-    seconds_decoding: float = 0.0
-    seconds_model: float = 0.0
 
 
 class _PatchPacker:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spotifai.embed import (
+from spotifai.embeddings_file import (
     Embeddings,
     EmbedResult,
     embeddings_path,

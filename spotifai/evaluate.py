@@ -493,7 +493,7 @@ def evaluate_experiment(
     intervals = 95 % bootstrap intervals of those means, comparisons = paired bootstrap intervals of the
     difference and ratio of each trained space against log-mel statistics and the references, seconds.
     """
-    from spotifai.embed import load_embeddings
+    from spotifai.embeddings_file import load_embeddings
     from spotifai.experiment import database_path, load_config
 
     t0 = time.perf_counter()

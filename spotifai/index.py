@@ -41,15 +41,13 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from spotifai import atomic, database
-
-if TYPE_CHECKING:  # spotifai.embed imports torch: only the functions that need it import it at run time
-    from spotifai.embed import Embeddings
+from spotifai.embeddings_file import Embeddings, load_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +469,6 @@ def build_index(
 ) -> dict:
     """Index the experiment's ``embeddings.npz`` (run ``spotifai embed`` first) with track metadata from its
     music DB. Returns {features: {...}, projections: {...}, client, checkpoint_id}."""
-    from spotifai.embed import load_embeddings  # imports torch
     from spotifai.experiment import database_path, load_config
 
     experiment_path = Path(experiment_path)

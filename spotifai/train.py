@@ -3,9 +3,9 @@
 ``train_model(experiment, config=...)`` creates an experiment (:mod:`spotifai.experiment`: folder, config,
 presets) and trains it; ``train_model(experiment)`` resumes it. One run reads top to bottom in
 :meth:`_Runner.run`: for each batch, a step, then the loss log, a validation, a checkpoint and the progress bar
-when they are due (:meth:`_Runner.after_step`); :class:`History` keeps history.csv and :class:`Throughput` the
-patches per second. Each validation calibrates the normalization statistics, computes the validation loss and,
-with ``progress.probe_patches``, the retrieval probe's playlist mAP (:mod:`spotifai.probe`); with
+when they are due (:meth:`_Runner.after_step`); :mod:`spotifai.training_log` keeps history.csv and the patches
+per second. Each validation calibrates the normalization statistics, computes the validation loss and, with
+``progress.probe_patches``, the retrieval probe's playlist mAP (:mod:`spotifai.probe`); with
 ``progress.keep_best`` the weights of the best validation (``progress.best_by``: lowest loss or highest mAP) are
 kept as ``checkpoints/best.pt``.
 
@@ -44,21 +44,19 @@ from spotifai import cache_fill, checkpoint, sampling
 from spotifai.augment import augment_view, step_generator
 from spotifai.experiment import (
     CONFIG_FILE,
-    HISTORY_FILE,
     ConfigError,
     ExperimentConfig,
     as_config,
     cache_path,
     database_path,
-    format_history_row,
     load_config,
     preset_config,
     write_config,
-    write_history,
 )
 from spotifai.loss import playlist_and_track_loss
 from spotifai.model import AudioEncoder, calibrate_norms
 from spotifai.probe import PROBE_SPLIT, RetrievalProbe, build_probe
+from spotifai.training_log import History, Throughput
 
 log = logging.getLogger(__name__)
 
@@ -104,74 +102,6 @@ def create_experiment(experiment_path: str | Path, config: dict | ExperimentConf
     """:func:`spotifai.experiment.write_config` with the data of a new experiment checked first
     (:func:`check_data`): an experiment with impossible data is not even created."""
     return write_config(experiment_path, config, check_new=check_data)
-
-
-# -------------------------------------------------------------------------------- history and throughput
-
-
-class History:
-    """The (step, split, loss) rows of a run; on rank 0 (``write``) history.csv is rewritten from them when the
-    run starts (rows after the resumed checkpoint are dropped) and each new row is appended as it comes."""
-
-    def __init__(self, experiment: Path, write: bool):
-        self.experiment, self.write = experiment, write
-        self.rows: list[tuple[int, str, float]] = []
-        self._fh = None
-
-    def __enter__(self) -> History:
-        if self.write:
-            write_history(self.experiment, self.rows)
-            self._fh = (self.experiment / HISTORY_FILE).open("a", encoding="utf-8")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-    def add(self, step: int, split: str, loss: float) -> None:
-        self.rows.append((step, split, loss))
-        if self._fh is not None:
-            self._fh.write(format_history_row((step, split, loss)))
-            self._fh.flush()
-
-    def last(self, split: str) -> float | None:
-        return next((v for _, sp, v in reversed(self.rows) if sp == split), None)
-
-    def best_validation(self) -> float:
-        """The lowest finite validation loss so far (inf when there is none)."""
-        return min((v for _, sp, v in self.rows if sp == "validation" and math.isfinite(v)), default=math.inf)
-
-
-class Throughput:
-    """Patches per second: a smoothed rate for the progress bar and the steady-state mean (steps after the
-    first, pauses for validation and checkpoints left out)."""
-
-    def __init__(self, patches_per_step: int):
-        self.patches_per_step = patches_per_step
-        self.rate = 0.0
-        self.patches, self.seconds, self.first = 0, 0.0, True
-        self.previous = time.perf_counter()
-
-    def step(self) -> None:
-        now = time.perf_counter()
-        elapsed = max(now - self.previous, 1e-9)
-        if self.first:
-            self.first = False
-        else:
-            self.patches += self.patches_per_step
-            self.seconds += now - self.previous
-        current = self.patches_per_step / elapsed
-        self.rate = current if self.rate == 0 else 0.9 * self.rate + 0.1 * current
-        self.previous = now
-
-    def paused(self) -> None:
-        """The time since the last step was not training (validation, checkpoint): leave it out."""
-        self.previous = time.perf_counter()
-
-    @property
-    def steady(self) -> float | None:
-        return self.patches / self.seconds if self.seconds > 0 else None
 
 
 # ------------------------------------------------------------------------------------------------ the loop

@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 import spotifai
-from spotifai import database, embed
+from spotifai import database, embeddings_file
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +131,7 @@ def test_file_vector_equals_the_stored_vector_once_ingested(demo_experiment, tmp
     assert run.returncode == 0, run.stdout + run.stderr
     run = _cli("embed", str(experiment), "--workers", "0")
     assert run.returncode == 0, run.stderr
-    stored = embed.load_embeddings(experiment)
+    stored = embeddings_file.load_embeddings(experiment)
     conn = database.connect(db, readonly=True)
     try:
         tid = next(r["id"] for r in database.tracks(conn, with_audio=True) if r["audio_path"] == str(new))

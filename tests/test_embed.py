@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from retrieval_corpus import TINY_AUDIO, TINY_MODEL, build_corpus, train_tiny_experiment
 
-from spotifai import baselines, database, embed
+from spotifai import baselines, database, embed, embeddings_file
 from spotifai.audio import AudioConfig, track_patches
 
 AUDIO = AudioConfig.from_dict(TINY_AUDIO)
@@ -144,21 +144,21 @@ def test_embed_experiment_incremental(experiment, corpus):
     first = embed.embed_experiment(experiment, batch_size=16, num_workers=0, progress=False)
     assert first["embedded"] == len(corpus.track_ids) and first["skipped"] == 0
     assert first["failed"] == 2 and {f["track_id"] for f in first["failures"]} == {corpus.corrupt_id, corpus.missing_id}
-    emb = embed.load_embeddings(experiment)
+    emb = embeddings_file.load_embeddings(experiment)
     assert emb.track_ids.tolist() == sorted(corpus.track_ids)
     assert emb.checkpoint_id == first["checkpoint_id"]
 
     again = embed.embed_experiment(experiment, batch_size=16, num_workers=0, progress=False)
     assert again["embedded"] == 0 and again["skipped"] == len(corpus.track_ids) and again["failed"] == 2
-    same = embed.load_embeddings(experiment)
+    same = embeddings_file.load_embeddings(experiment)
     np.testing.assert_array_equal(same.projections, emb.projections)
 
     # drop two rows: only those are embedded again, and they come out identical
     partial = emb.subset(emb.track_ids[2:].tolist())
-    embed.save_embeddings(experiment, partial)
+    embeddings_file.save_embeddings(experiment, partial)
     third = embed.embed_experiment(experiment, batch_size=16, num_workers=0, progress=False)
     assert third["embedded"] == 2 and third["skipped"] == len(corpus.track_ids) - 2
-    np.testing.assert_allclose(embed.load_embeddings(experiment).projections, emb.projections, atol=1e-5)
+    np.testing.assert_allclose(embeddings_file.load_embeddings(experiment).projections, emb.projections, atol=1e-5)
 
     forced = embed.embed_experiment(experiment, batch_size=16, num_workers=0, progress=False, force=True)
     assert forced["embedded"] == len(corpus.track_ids)
@@ -166,19 +166,19 @@ def test_embed_experiment_incremental(experiment, corpus):
 
 def test_checkpoint_change_reembeds_everything(experiment, corpus):
     first = embed.embed_experiment(experiment, batch_size=16, num_workers=0, progress=False)
-    before = embed.load_embeddings(experiment)
+    before = embeddings_file.load_embeddings(experiment)
     train_tiny_experiment(experiment, corpus.db, steps=2)  # one more step: a new checkpoint
     second = embed.embed_experiment(experiment, batch_size=16, num_workers=0, progress=False)
     assert second["checkpoint_id"] != first["checkpoint_id"]
     assert second["embedded"] == len(corpus.track_ids) and second["skipped"] == 0
-    after = embed.load_embeddings(experiment)
+    after = embeddings_file.load_embeddings(experiment)
     assert after.checkpoint_id == second["checkpoint_id"]
     assert not np.allclose(after.projections, before.projections)
 
 
 def test_missing_embeddings_error_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="embeddings.npz"):
-        embed.load_embeddings(tmp_path)
+        embeddings_file.load_embeddings(tmp_path)
 
 
 def test_cached_log_mel_gives_the_decoded_vectors(encoder, items, tmp_path):

@@ -108,7 +108,7 @@ def test_embed_index_recommend_evaluate_chain(tmp_path, capsys):
 
     from spotifai import database
     from spotifai.cli import main
-    from spotifai.embed import load_embeddings
+    from spotifai.embeddings_file import load_embeddings
 
     corpus = build_corpus(tmp_path / "corpus", n_tracks=16)
     exp = train_tiny_experiment(tmp_path / "exp", corpus.db)

@@ -248,7 +248,7 @@ def test_torchrun_two_processes_embed_like_one_and_shards_resume(corpus, tmp_pat
 
     import numpy as np
 
-    from spotifai import embed, embed_shards
+    from spotifai import embed, embed_shards, embeddings_file
 
     one = tmp_path / "one"
     train.train_model(one, config=tiny(corpus, training={"steps": 2}, progress={"val_period": 0}),
@@ -266,7 +266,7 @@ def test_torchrun_two_processes_embed_like_one_and_shards_resume(corpus, tmp_pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    a, b = embed.load_embeddings(one), embed.load_embeddings(two)
+    a, b = embeddings_file.load_embeddings(one), embeddings_file.load_embeddings(two)
     assert summary["embedded"] == summary["total"] == len(a) > 0 and summary["failed"] == 0
     assert np.array_equal(a.track_ids, b.track_ids) and a.checkpoint_id == b.checkpoint_id
     for space in ("features", "projections"):
@@ -274,9 +274,9 @@ def test_torchrun_two_processes_embed_like_one_and_shards_resume(corpus, tmp_pat
     assert not list(two.glob(embed_shards.PART_GLOB))
     # an interrupted sharded run leaves shard files: the next run (any number of processes) keeps their rows
     half = len(a) // 2
-    embed.write_embeddings_file(embed_shards.part_path(three, 1), embed.Embeddings(
+    embeddings_file.write_embeddings_file(embed_shards.part_path(three, 1), embeddings_file.Embeddings(
         a.track_ids[:half], a.features[:half], a.projections[:half], a.checkpoint_id, a.step))
     again = embed.embed_experiment(three, progress=False, num_workers=0)
     assert again["embedded"] == len(a) - half and again["total"] == len(a)
-    c = embed.load_embeddings(three)
+    c = embeddings_file.load_embeddings(three)
     assert np.array_equal(c.track_ids, a.track_ids) and not list(three.glob(embed_shards.PART_GLOB))

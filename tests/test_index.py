@@ -13,7 +13,7 @@ import pytest
 from chromadb.api.models.Collection import Collection
 
 from spotifai.app.screenshot import free_port, stop_process
-from spotifai.embed import Embeddings
+from spotifai.embeddings_file import Embeddings
 from spotifai.index import DEFAULT_HNSW, TrackIndex, track_metadata
 
 

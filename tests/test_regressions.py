@@ -391,7 +391,7 @@ def test_d6_corrupt_latest_falls_back_for_inference_and_is_repaired_by_train(syn
 def test_d9_experiment_outputs_follow_the_umask(synth_db, tmp_path):
     import matplotlib.pyplot as plt
 
-    from spotifai import atomic, embed, plots, sampling, train
+    from spotifai import atomic, embeddings_file, plots, sampling, train
     from spotifai import checkpoint as checkpoints
     from spotifai import experiment as experiments
     from spotifai.audio import AudioConfig
@@ -403,9 +403,9 @@ def test_d9_experiment_outputs_follow_the_umask(synth_db, tmp_path):
         experiments.write_history(exp, [(1, "train", 1.0)])
         checkpoints.save(exp, {"step": 3, "config": cfg.to_dict()}, kept=True)
         checkpoints.save_best(exp, {}, cfg.to_dict(), 3, 1.0)
-        emb = embed.Embeddings(track_ids=np.arange(3), features=np.zeros((3, 4)), projections=np.zeros((3, 2)),
+        emb = embeddings_file.Embeddings(track_ids=np.arange(3), features=np.zeros((3, 4)), projections=np.zeros((3, 2)),
                                checkpoint_id="x", step=3)
-        embed.save_embeddings(exp, emb)
+        embeddings_file.save_embeddings(exp, emb)
         atomic.write_text(exp / "evaluation.json", "{}\n")  # what evaluate.evaluate_experiment writes with
         source = sampling.CachedPatchSource(AudioConfig(n_mels=32, patch_frames=64), tmp_path / "cache")
         conn = database.connect(synth_db, readonly=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from retrieval_corpus import build_corpus, train_tiny_experiment
 
-from spotifai import database, embed, evaluate
+from spotifai import database, embed, embeddings_file, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,11 +43,11 @@ def experiments(tmp_path_factory):
         exp = train_tiny_experiment(root / name, corpus.db, steps=1)
         embed.embed_experiment(exp, batch_size=16, num_workers=0, progress=False)
         if name == "b":  # another space on the same split: random unit vectors (the arithmetic is what is tested)
-            emb = embed.load_embeddings(exp)
+            emb = embeddings_file.load_embeddings(exp)
             rng = np.random.default_rng(5)
             vectors = {k: evaluate.normalize_rows(rng.standard_normal(getattr(emb, k).shape)).astype(np.float32)
                        for k in ("features", "projections")}
-            embed.save_embeddings(exp, embed.Embeddings(emb.track_ids, vectors["features"], vectors["projections"],
+            embeddings_file.save_embeddings(exp, embeddings_file.Embeddings(emb.track_ids, vectors["features"], vectors["projections"],
                                                         emb.checkpoint_id, emb.step))
         evaluate.evaluate_experiment(exp, progress=False, random_baseline=False, num_workers=0)
         exps.append(exp)
