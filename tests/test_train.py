@@ -188,7 +188,9 @@ def test_run_writes_history_checkpoints_and_extends(corpus, tmp_path):
     summary = train.train_model(exp, config=longer, multi_processing=False)
     assert summary["steps"] == 13 and summary["resumed_from"] == 10
     steps = [(s, split) for s, split, _ in experiments.read_history(exp)]
-    assert len(steps) == len(set(steps)) and steps[-2:] == [(13, "train"), (13, "validation")]
+    # the tiny preset inherits the full preset's retrieval probe: each validation also writes its mAP row
+    assert len(steps) == len(set(steps))
+    assert steps[-3:] == [(13, "train"), (13, "validation"), (13, experiments.PROBE_SPLIT)]
     changed = tiny_config(corpus, optimizer={"learning_rate": 0.1})
     with pytest.raises(experiments.ConfigError, match="different config"):
         train.train_model(exp, config=changed)
