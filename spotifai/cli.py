@@ -404,7 +404,7 @@ def _add_train(sub) -> None:
     p.add_argument("experiment", type=Path, help="experiment folder, e.g. experiments/demo")
     p.add_argument("--database", type=Path, default=None, help="music DB for a new experiment")
     p.add_argument("--preset", choices=list(PRESETS), default="full",
-                   help="new experiment's config: full (GPU size, default), cpu (real music on a CPU, ~25 min on "
+                   help="new experiment's config: full (GPU size, default), cpu (real music on a CPU, ~30 min on "
                         "2 cores), demo (the synthetic demo's small model), tiny (smoke tests)")
     p.add_argument("--demo", dest="preset", action="store_const", const="demo", help="the same as --preset demo")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
