@@ -18,7 +18,6 @@ from spotifai import atomic
 EMBEDDINGS_FILE = "embeddings.npz"
 
 
-
 @dataclass
 class Embeddings:
     """Track vectors of one experiment.
